@@ -1,0 +1,111 @@
+"""The `harness` command: parse arguments, call the library, print through rich.
+
+Bad input ends with one red line and exit status 2 (a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from harness.errors import HarnessError
+
+console = Console()
+error_console = Console(stderr=True)
+log = logging.getLogger("harness")
+
+
+def _shots(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,5, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Instruction-following evaluation harness.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="evaluate a model on tasks x templates x shots")
+    run.add_argument("--model", action="append", help="local folder or hub id (repeatable); "
+                     "default: the built-in tiny models")
+    run.add_argument("--tasks", default="all", help="task and/or cluster names, comma-separated, or 'all'")
+    run.add_argument("--shots", type=_shots, default=(0,), help="shot counts, e.g. 0,5 (default 0)")
+    run.add_argument("--templates", default="all", help="'all' or template ids, comma-separated")
+    run.add_argument("--limit", type=_positive_int, help="evaluate only the first N rows of each task")
+    run.add_argument("--seed", type=int, default=1234, help="few-shot and bootstrap seed")
+    run.add_argument("--out", type=Path, default=Path("results"), help="parent folder of run directories")
+    run.add_argument("--run-id", help="run directory name (default: model name + a hash of the run spec)")
+    run.add_argument("--overwrite", action="store_true", help="replace a complete run with the same id")
+    run.add_argument("--chat", choices=("auto", "on", "off"), default="auto",
+                     help="apply the tokenizer's chat template (auto: when the model has one)")
+    run.add_argument("--fewshot-single-turn", action="store_true",
+                     help="under a chat template, put exemplars in one user turn instead of one turn each")
+    run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    run.add_argument("--batch-tokens", type=_positive_int, default=4096, help="padded tokens per batch")
+    run.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
+
+    tasks = commands.add_parser("tasks", help="list tasks by cluster, or show one task's prompts")
+    tasks.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
+    task_commands = tasks.add_subparsers(dest="tasks_command")
+    show = task_commands.add_parser("show", help="render every template of a task on a real row")
+    show.add_argument("name")
+    show.add_argument("--shots", type=int, default=2, help="k for the k-shot rendering (default 2)")
+    show.add_argument("--row", type=int, default=0, help="which evaluation row to render")
+    show.add_argument("--seed", type=int, default=1234)
+    show.add_argument("--chat-model", help="also render through this model's chat template")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = RichHandler(console=error_console, show_time=False, show_path=False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], format="%(message)s")
+    for noisy in ("transformers", "datasets", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        if args.command == "run":
+            from harness.commands import run_command
+
+            run_command(args, console)
+        elif args.command == "tasks":
+            from harness.commands import tasks_command
+
+            tasks_command(args, console)
+        return 0
+    except HarnessError as exc:
+        if args.debug:
+            raise
+        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        error_console.print("[yellow]interrupted[/]: finished samples are saved; rerun the same command to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

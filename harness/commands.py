@@ -1,0 +1,94 @@
+"""What each CLI subcommand does, kept apart from argument parsing so tests can call it directly."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness.errors import HarnessError
+from harness.registry import Registry
+from harness.report import cluster_table, score_table, task_list_table
+from harness.runner import Planner, RunConfig, load_task_splits, run
+
+
+def _builtin_models(console: Console) -> list[str]:
+    from harness.builtin.tiny_models import builtin_models
+
+    with console.status("building the built-in tiny models (cached after the first time)"):
+        return [str(path) for path in builtin_models().values()]
+
+
+def run_command(args: argparse.Namespace, console: Console) -> None:
+    from harness.engine import HFBackend
+
+    registry = Registry(args.task_dir)
+    config = RunConfig(
+        tasks=args.tasks, shots=args.shots, templates=args.templates, limit=args.limit, seed=args.seed,
+        chat=args.chat, fewshot_multiturn=not args.fewshot_single_turn,
+    )
+    registry.select(config.tasks)  # fail on an unknown task before loading any model
+    models = args.model or _builtin_models(console)
+    if args.run_id and len(models) > 1:
+        raise HarnessError("--run-id names one run directory; give one --model with it")
+    records = []
+    for model in models:
+        with console.status(f"loading {model}"):
+            backend = HFBackend(model, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            bar = progress.add_task(Path(model).name or model, total=None)
+
+            def advance(phase: str, finished: int, total: int, bar=bar, progress=progress) -> None:
+                progress.update(bar, completed=finished, total=total)
+
+            directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
+                                    overwrite=args.overwrite, progress=advance, batch_tokens=args.batch_tokens)
+        console.print(score_table(record))
+        console.print(f"run record: [bold]{directory}[/]")
+        records.append(record)
+    console.print(cluster_table(records))
+
+
+def tasks_command(args: argparse.Namespace, console: Console) -> None:
+    registry = Registry(args.task_dir)
+    if args.tasks_command != "show":
+        console.print(task_list_table(registry.clusters()))
+        return
+    task = registry.get(args.name)
+    backends = [None]
+    if args.chat_model:
+        from harness.engine import HFBackend
+
+        backends.append(HFBackend(args.chat_model))
+    for backend in backends:
+        for shots in (0, args.shots):
+            _show_prompts(task, shots, args.row, args.seed, backend, console)
+
+
+class _PlainBackend:
+    """Stands in for a model when prompts are shown without one: no chat template."""
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> None:
+        return None
+
+
+def _show_prompts(task, shots: int, row: int, seed: int, backend, console: Console) -> None:
+    config = RunConfig(tasks=task.name, shots=(shots,), limit=row + 1, seed=seed, chat="on" if backend else "off")
+    planner = Planner(config, backend or _PlainBackend())
+    evaluation, pool = load_task_splits(task, config)
+    samples = [s for s in planner.plan_task(task, evaluation, pool) if s.row_id == evaluation.ids[row]]
+    layout = "chat" if backend else "plain"
+    for sample in samples:
+        answer = (
+            f"options: {list(sample.row.options)}  answer: {sample.row.answer_text!r}"
+            if sample.row.options else f"references: {list(sample.row.references or ())}"
+        )
+        title = escape(f"{task.name} / {sample.template.id} [{sample.template.hash}]  {shots}-shot, {layout}")
+        console.print(Panel(escape(sample.prompt), title=title, subtitle=escape(answer), title_align="left",
+                            subtitle_align="left", highlight=False))

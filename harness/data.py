@@ -1,0 +1,129 @@
+"""Rows for a task: from the built-in generators, local files, or the hub, and few-shot pools.
+
+Local files go through `datasets`, so any format it reads works (JSON lines, JSON, CSV, TSV,
+Parquet, text). Hub ids are used only when asked for and reachable; offline, the error says how to
+point the task at local files instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.tasks import Task
+
+log = logging.getLogger(__name__)
+
+_FORMATS = {
+    ".json": ("json", {}), ".jsonl": ("json", {}), ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}),
+    ".parquet": ("parquet", {}), ".txt": ("text", {}), ".arrow": ("arrow", {}),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """The rows of one split, each with a stable id (the task's id field, else its position)."""
+
+    task: str
+    name: str
+    rows: tuple[dict[str, Any], ...]
+    ids: tuple[str, ...]
+    columns: tuple[str, ...]
+    origin: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _load_file(path: str, split: str) -> list[dict[str, Any]]:
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMATS:
+        raise HarnessError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(sorted(_FORMATS))}")
+    if not Path(path).is_file():
+        raise HarnessError(f"{path}: data file not found; fix 'data.files' in the task file")
+    import datasets
+
+    builder, options = _FORMATS[suffix]
+    try:
+        dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
+    except Exception as exc:  # datasets raises many types for unreadable files
+        raise HarnessError(f"{path}: cannot read as {builder} ({type(exc).__name__}: {exc})") from None
+    return [dict(r) for r in dataset]
+
+
+def _load_hub(task: Task, split: str) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(task.data.hub_path, task.data.hub_name, split=split)
+    except Exception as exc:  # offline, unknown id, unknown split: all end the same way for the user
+        raise HarnessError(
+            f"{task.path}: cannot load {task.data.origin} split {split!r} ({type(exc).__name__}); "
+            "when offline, give the task local files under 'data.files'"
+        ) from None
+    return [dict(r) for r in dataset]
+
+
+def load_split(task: Task, split: str, limit: int | None = None) -> Split:
+    """Load one split of a task; the first `limit` rows when a limit is given."""
+    source = task.data
+    if source.generator:
+        from harness.builtin.suite import generate_rows
+
+        if split not in source.sizes:
+            raise HarnessError(f"{task.path}: field 'data.sizes' has no row count for split {split!r}")
+        rows = generate_rows(source.generator, source.seed, split, source.sizes[split])
+    elif source.files:
+        if split not in source.files:
+            raise HarnessError(f"{task.path}: field 'data.files' has no file for split {split!r}")
+        rows = _load_file(source.files[split], split)
+    else:
+        rows = _load_hub(task, split)
+    if not rows:
+        raise HarnessError(f"{task.path}: split {split!r} of {source.origin} is empty; point the task at rows")
+    if limit is not None:
+        rows = rows[:limit]
+    if source.id_field:
+        missing = [i for i, r in enumerate(rows) if r.get(source.id_field) is None]
+        if missing:
+            raise HarnessError(f"{task.path}: row {missing[0]} of split {split!r} lacks id field "
+                               f"{source.id_field!r}; fix the data or 'data.id_field'")
+        ids = tuple(str(r[source.id_field]) for r in rows)
+        if len(set(ids)) != len(ids):
+            raise HarnessError(f"{task.path}: id field {source.id_field!r} repeats in split {split!r}; "
+                               "ids must be unique")
+    else:
+        ids = tuple(str(i) for i in range(len(rows)))
+    columns = tuple(dict.fromkeys(k for r in rows for k in r))
+    return Split(task.name, split, tuple(rows), ids, columns, f"{source.origin} split {split!r}")
+
+
+class FewshotSampler:
+    """Seeded exemplar draws from a few-shot split, never including the row being evaluated.
+
+    The draw for a row depends only on (seed, task, row id), not on the order rows are visited,
+    so a resumed run and an uninterrupted one show the model exactly the same prompts, and every
+    template of a row gets the same exemplars (which keeps template comparisons paired).
+    """
+
+    def __init__(self, pool: Split, seed: int, same_split_as_eval: bool) -> None:
+        self.pool = pool
+        self.seed = seed
+        self.same_split = same_split_as_eval
+
+    def sample(self, row_id: str, k: int) -> list[tuple[str, dict[str, Any]]]:
+        if k == 0:
+            return []
+        candidates = [i for i, pid in enumerate(self.pool.ids) if not (self.same_split and pid == row_id)]
+        if len(candidates) < k:
+            raise HarnessError(
+                f"task {self.pool.task!r}: {k}-shot needs {k} exemplars but the few-shot split "
+                f"{self.pool.name!r} has {len(candidates)}; lower --shots or give more rows"
+            )
+        # One shuffle per row, truncated to k: the 1-shot exemplar is the first of the 5-shot ones.
+        random.Random(f"{self.seed}:{self.pool.task}:{row_id}").shuffle(candidates)
+        return [(self.pool.ids[i], self.pool.rows[i]) for i in candidates[:k]]

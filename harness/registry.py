@@ -1,0 +1,296 @@
+"""Find, validate and hash task files and their templates.
+
+Every task file is checked strictly when loaded: unknown keys, missing fields, wrong types and
+Jinja syntax errors are reported as one line naming the file and the field, so a typo never turns
+into a silently different prompt. Checks that need rows (a template using a field the rows lack)
+happen in `prompts.check_fields` once rows are loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from harness.errors import HarnessError
+from harness.prompts import make_environment
+from harness.tasks import (
+    CHOICE_METRICS,
+    GENERATE_METRICS,
+    DataSource,
+    GenerationConfig,
+    Task,
+    Template,
+    TemplateTags,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_TASKS = PROJECT_ROOT / "tasks"
+BUILTIN_TEMPLATES = PROJECT_ROOT / "templates"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_TASK_REQUIRED = {"name", "cluster", "kind", "data", "metrics", "templates"}
+_TASK_OPTIONAL = {
+    "description", "options", "answer", "target", "generation",
+    "target_delimiter", "fewshot_delimiter", "metadata",
+}
+_DATA_KEYS = {"generator", "seed", "sizes", "files", "hub", "eval_split", "fewshot_split", "id_field"}
+_TEMPLATE_REQUIRED = {"prompt", "tags"}
+_TEMPLATE_OPTIONAL = {"options", "target", "target_delimiter"}
+_TAG_KEYS = {"options", "style", "turned_around", "extra"}
+
+
+def short_hash(data: bytes) -> str:
+    """The 16-hex-digit sha256 prefix used for every content hash in run records."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise HarnessError(f"{path}{where}: invalid YAML ({problem}); fix the file syntax") from None
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(loaded, dict):
+        raise HarnessError(f"{path}: expected a mapping of fields at the top level")
+    return loaded
+
+
+def _check_keys(path: Path, raw: dict[str, Any], required: set[str], optional: set[str], what: str) -> None:
+    unknown = sorted(set(raw) - required - optional)
+    if unknown:
+        allowed = ", ".join(sorted(required | optional))
+        raise HarnessError(f"{path}: unknown {what} field {unknown[0]!r}; allowed: {allowed}")
+    missing = sorted(required - set(raw))
+    if missing:
+        raise HarnessError(f"{path}: missing required {what} field {missing[0]!r}")
+
+
+def _expect(path: Path, field: str, value: Any, kind: type | tuple[type, ...], hint: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise HarnessError(f"{path}: field {field!r} must be {hint}, got {value!r}")
+    return value
+
+
+def _check_jinja(path: Path, field: str, source: str, expression: bool = False) -> None:
+    env = make_environment()
+    try:
+        env.compile_expression(source) if expression else env.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise HarnessError(f"{path}: field {field!r} has a Jinja syntax error: {exc.message}") from None
+
+
+def _parse_options(path: Path, field: str, raw: Any) -> tuple[str, ...] | str:
+    """Options are a list of Jinja strings, or one Jinja expression that evaluates to a list."""
+    if isinstance(raw, str):
+        _check_jinja(path, field, raw, expression=True)
+        return raw
+    if isinstance(raw, list) and raw and all(isinstance(o, str) for o in raw):
+        for i, option in enumerate(raw):
+            _check_jinja(path, f"{field}[{i}]", option)
+        return tuple(raw)
+    raise HarnessError(
+        f"{path}: field {field!r} must be a non-empty list of strings or a Jinja expression string"
+    )
+
+
+def load_template(path: Path) -> Template:
+    raw = _read_yaml(path)
+    _check_keys(path, raw, _TEMPLATE_REQUIRED, _TEMPLATE_OPTIONAL, "template")
+    template_id = path.stem
+    if not _NAME.match(template_id):
+        raise HarnessError(f"{path}: template id {template_id!r} must match [a-z0-9_-]+ (rename the file)")
+    prompt = _expect(path, "prompt", raw["prompt"], str, "a Jinja string")
+    _check_jinja(path, "prompt", prompt)
+    tags_raw = _expect(path, "tags", raw["tags"], dict, "a mapping")
+    _check_keys(path, tags_raw, {"options", "style"}, _TAG_KEYS - {"options", "style"}, "tags")
+    tags = TemplateTags(
+        options=_expect(path, "tags.options", tags_raw["options"], bool, "true or false"),
+        style=_expect(path, "tags.style", tags_raw["style"], str, "a string"),
+        turned_around=_expect(
+            path, "tags.turned_around", tags_raw.get("turned_around", False), bool, "true or false"
+        ),
+        extra=_expect(path, "tags.extra", tags_raw.get("extra", {}), dict, "a mapping"),
+    )
+    options = _parse_options(path, "options", raw["options"]) if "options" in raw else None
+    target = raw.get("target")
+    if target is not None:
+        _expect(path, "target", target, str, "a Jinja expression string")
+        _check_jinja(path, "target", target, expression=True)
+    delimiter = raw.get("target_delimiter")
+    if delimiter is not None:
+        _expect(path, "target_delimiter", delimiter, str, "a string")
+    rendering = {"prompt": prompt, "options": options, "target": target, "target_delimiter": delimiter}
+    digest = short_hash(json.dumps(rendering, sort_keys=True).encode())
+    return Template(template_id, path, prompt, tags, digest, options, target, delimiter)
+
+
+def _load_templates(path: Path, folder: str, template_roots: Sequence[Path]) -> tuple[Template, ...]:
+    for root in template_roots:
+        directory = root / folder
+        if directory.is_dir():
+            files = sorted(directory.glob("*.yaml"))
+            if not files:
+                raise HarnessError(f"{path}: template folder {directory} holds no *.yaml templates")
+            return tuple(load_template(f) for f in files)
+    searched = ", ".join(str(r / folder) for r in template_roots)
+    raise HarnessError(f"{path}: field 'templates' names folder {folder!r}, not found (looked in {searched})")
+
+
+def _parse_data(path: Path, raw: Any) -> DataSource:
+    raw = _expect(path, "data", raw, dict, "a mapping")
+    _check_keys(path, raw, {"eval_split"}, _DATA_KEYS - {"eval_split"}, "data")
+    sources = [k for k in ("generator", "files", "hub") if k in raw]
+    if len(sources) != 1:
+        raise HarnessError(f"{path}: field 'data' needs exactly one of generator, files or hub, got {sources}")
+    files = _expect(path, "data.files", raw.get("files", {}), dict, "a mapping of split -> file path")
+    hub = _expect(path, "data.hub", raw.get("hub", {}), dict, "a mapping with path and optional name")
+    if "hub" in raw and "path" not in hub:
+        raise HarnessError(f"{path}: field 'data.hub' needs a 'path' (the hub dataset id)")
+    sizes = _expect(path, "data.sizes", raw.get("sizes", {}), dict, "a mapping of split -> row count")
+    if "generator" in raw and raw["eval_split"] not in sizes:
+        raise HarnessError(f"{path}: field 'data.sizes' must give a row count for split {raw['eval_split']!r}")
+    resolved_files = {
+        split: str((path.parent / f).resolve()) if not Path(f).is_absolute() else f for split, f in files.items()
+    }
+    return DataSource(
+        eval_split=_expect(path, "data.eval_split", raw["eval_split"], str, "a split name"),
+        fewshot_split=raw.get("fewshot_split"),
+        generator=raw.get("generator"),
+        seed=_expect(path, "data.seed", raw.get("seed", 0), int, "an integer"),
+        sizes={str(k): int(v) for k, v in sizes.items()},
+        files=resolved_files,
+        hub_path=hub.get("path"),
+        hub_name=hub.get("name"),
+        id_field=raw.get("id_field"),
+    )
+
+
+def load_task(path: Path, template_roots: Sequence[Path] | None = None) -> Task:
+    """Parse and validate one task file and its templates."""
+    raw = _read_yaml(path)
+    _check_keys(path, raw, _TASK_REQUIRED, _TASK_OPTIONAL, "task")
+    name = _expect(path, "name", raw["name"], str, "a string")
+    if name != path.stem or not _NAME.match(name):
+        raise HarnessError(f"{path}: field 'name' must equal the file name {path.stem!r} and match [a-z0-9_-]+")
+    kind = raw["kind"]
+    if kind not in ("choice", "generate"):
+        raise HarnessError(f"{path}: field 'kind' must be 'choice' or 'generate', got {kind!r}")
+    allowed_metrics = CHOICE_METRICS if kind == "choice" else GENERATE_METRICS
+    metrics = _expect(path, "metrics", raw["metrics"], list, "a list of metric names")
+    for metric in metrics:
+        if metric not in allowed_metrics:
+            raise HarnessError(
+                f"{path}: metric {metric!r} is not available for {kind} tasks; use {', '.join(allowed_metrics)}"
+            )
+    if kind == "choice":
+        for required in ("options", "answer"):
+            if required not in raw:
+                raise HarnessError(f"{path}: choice tasks need field {required!r}")
+        options = _parse_options(path, "options", raw["options"])
+        answer = _expect(path, "answer", raw["answer"], str, "a Jinja expression string")
+        _check_jinja(path, "answer", answer, expression=True)
+        target = None
+    else:
+        if "target" not in raw:
+            raise HarnessError(f"{path}: generate tasks need field 'target'")
+        target = _expect(path, "target", raw["target"], str, "a Jinja expression string")
+        _check_jinja(path, "target", target, expression=True)
+        options, answer = None, None
+    generation_raw = _expect(path, "generation", raw.get("generation", {}), dict, "a mapping")
+    _check_keys(path, generation_raw, set(), {"max_new_tokens", "stop"}, "generation")
+    stop = generation_raw.get("stop", ["\n"])
+    stop = [stop] if isinstance(stop, str) else stop
+    generation = GenerationConfig(
+        max_new_tokens=_expect(
+            path, "generation.max_new_tokens", generation_raw.get("max_new_tokens", 32), int, "an integer"
+        ),
+        stop=tuple(_expect(path, "generation.stop", stop, list, "a list of strings")),
+    )
+    roots = list(template_roots or []) + [path.parent.parent / "templates", BUILTIN_TEMPLATES]
+    folder = _expect(path, "templates", raw["templates"], str, "a template folder name")
+    templates = _load_templates(path, folder, list(dict.fromkeys(roots)))
+    if kind == "generate":
+        for template in templates:
+            if template.options is not None:
+                raise HarnessError(f"{template.path}: field 'options' is only for choice tasks")
+    return Task(
+        name=name,
+        cluster=_expect(path, "cluster", raw["cluster"], str, "a cluster name"),
+        description=str(raw.get("description", "")),
+        kind=kind,
+        data=_parse_data(path, raw["data"]),
+        metrics=tuple(metrics),
+        templates=templates,
+        path=path,
+        hash=short_hash(path.read_bytes()),
+        options=options,
+        answer=answer,
+        target=target,
+        generation=generation,
+        target_delimiter=_expect(path, "target_delimiter", raw.get("target_delimiter", " "), str, "a string"),
+        fewshot_delimiter=_expect(
+            path, "fewshot_delimiter", raw.get("fewshot_delimiter", "\n\n"), str, "a string"
+        ),
+        metadata=_expect(path, "metadata", raw.get("metadata", {}), dict, "a mapping"),
+    )
+
+
+class Registry:
+    """All tasks found in the given task folders (the built-in `tasks/` is always included last)."""
+
+    def __init__(self, task_dirs: Iterable[Path] = ()) -> None:
+        self.tasks: dict[str, Task] = {}
+        for directory in [*map(Path, task_dirs), BUILTIN_TASKS]:
+            if not directory.is_dir():
+                raise HarnessError(f"{directory}: task folder not found")
+            for path in sorted(directory.glob("*.yaml")):
+                task = load_task(path)
+                if task.name in self.tasks:
+                    # A user's folder comes first, so its file shadows a built-in task of the same name.
+                    if self.tasks[task.name].path.parent != BUILTIN_TASKS and directory == BUILTIN_TASKS:
+                        continue
+                    raise HarnessError(f"{path}: task name {task.name!r} is already defined in "
+                                       f"{self.tasks[task.name].path}")
+                self.tasks[task.name] = task
+
+    def clusters(self) -> dict[str, list[Task]]:
+        grouped: dict[str, list[Task]] = {}
+        for task in sorted(self.tasks.values(), key=lambda t: (t.cluster, t.name)):
+            grouped.setdefault(task.cluster, []).append(task)
+        return grouped
+
+    def get(self, name: str) -> Task:
+        if name not in self.tasks:
+            raise HarnessError(f"unknown task {name!r}; run `harness tasks` to list the available tasks")
+        return self.tasks[name]
+
+    def select(self, spec: str | Sequence[str]) -> list[Task]:
+        """Tasks named by task names and/or cluster names (comma-separated), or 'all'."""
+        names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+        if names == ["all"]:
+            return sorted(self.tasks.values(), key=lambda t: (t.cluster, t.name))
+        clusters = self.clusters()
+        selected: dict[str, Task] = {}
+        for name in names:
+            if name in self.tasks:
+                selected[name] = self.tasks[name]
+            elif name in clusters:
+                selected.update((t.name, t) for t in clusters[name])
+            else:
+                raise HarnessError(
+                    f"unknown task or cluster {name!r}; run `harness tasks` to list tasks and clusters"
+                )
+        if not selected:
+            raise HarnessError("no tasks selected; pass --tasks NAMES_OR_CLUSTERS or 'all'")
+        return list(selected.values())

@@ -1,0 +1,308 @@
+"""tasks x templates x shots x rows -> requests -> backend -> scored samples -> run record.
+
+Every sample is keyed by (task, template id, template hash, shots, row id). The plan is a pure
+function of the command and the files it reads, so the same command after a crash plans the same
+samples, skips the ones already on disk, and ends with the same record.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.data import FewshotSampler, Split, load_split
+from harness.engine.base import Backend, ChoiceRequest, GenerateRequest
+from harness.errors import HarnessError
+from harness.metrics import choice_metrics, generate_metrics, mean_and_stderr
+from harness.prompts import PromptRenderer, RenderedRow, Turn, chat_messages, plain_context
+from harness.registry import PROJECT_ROOT, Registry, short_hash
+from harness.results import RunStore, environment_info
+from harness.tasks import Task, Template
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, int, int], None]
+"""Called as (phase, finished, total) after every batch; the CLI draws it, the library never prints."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything about a run that changes its numbers (the model aside)."""
+
+    tasks: str = "all"
+    shots: tuple[int, ...] = (0,)
+    templates: str = "all"
+    limit: int | None = None
+    seed: int = 1234
+    chat: str = "auto"
+    fewshot_multiturn: bool = True
+
+    def __post_init__(self) -> None:
+        if self.chat not in ("auto", "on", "off"):
+            raise HarnessError(f"--chat must be auto, on or off, got {self.chat!r}")
+        if any(k < 0 for k in self.shots) or not self.shots:
+            raise HarnessError(f"--shots must be non-negative integers, got {self.shots}")
+        if self.limit is not None and self.limit < 1:
+            raise HarnessError(f"--limit must be at least 1, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class PlannedSample:
+    key: str
+    task: Task
+    template: Template
+    shots: int
+    row_id: str
+    prompt: str
+    row: RenderedRow
+    exemplar_ids: tuple[str, ...]
+
+
+def sample_key(task: str, template: Template, shots: int, row_id: str) -> str:
+    return f"{task}|{template.id}|{template.hash}|{shots}|{row_id}"
+
+
+def select_templates(task: Task, spec: str) -> list[Template]:
+    if spec == "all":
+        return list(task.templates)
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    chosen = [t for t in task.templates if t.id in wanted]
+    if not chosen:
+        known = ", ".join(t.id for t in task.templates)
+        raise HarnessError(f"--templates {spec!r} matches no template of task {task.name!r} (its templates: {known})")
+    return chosen
+
+
+class Planner:
+    """Renders every sample of a run: zero/k-shot, plain or through the model's chat template."""
+
+    def __init__(self, config: RunConfig, backend: Backend) -> None:
+        self.config = config
+        self.backend = backend
+        self.renderer = PromptRenderer()
+        self.chat = self._resolve_chat()
+
+    def _resolve_chat(self) -> bool:
+        if self.config.chat == "off":
+            return False
+        has_template = self.backend.apply_chat_template([{"role": "user", "content": "x"}]) is not None
+        if self.config.chat == "on" and not has_template:
+            raise HarnessError("--chat on: the model's tokenizer has no chat template; use --chat off")
+        return has_template
+
+    def context(self, task: Task, template: Template, turns: list[Turn]) -> str:
+        delimiter = template.target_delimiter if template.target_delimiter is not None else task.target_delimiter
+        if not self.chat:
+            return plain_context(turns, delimiter, task.fewshot_delimiter)
+        messages = chat_messages(turns, delimiter, task.fewshot_delimiter, self.config.fewshot_multiturn)
+        text = self.backend.apply_chat_template(messages)
+        assert text is not None, "chat is only on when the tokenizer has a chat template"
+        return text
+
+    def continuation_prefix(self, task: Task, template: Template) -> str:
+        """The text between prompt and option: the target delimiter, or nothing under a chat template."""
+        if self.chat:
+            return ""
+        return template.target_delimiter if template.target_delimiter is not None else task.target_delimiter
+
+    def plan_task(self, task: Task, evaluation: Split, pool: Split | None) -> list[PlannedSample]:
+        self.renderer.check_fields(task, evaluation.columns, evaluation.origin)
+        if pool is not None:
+            self.renderer.check_fields(task, pool.columns, pool.origin)
+        sampler = (
+            FewshotSampler(pool, self.config.seed, pool.name == evaluation.name) if pool is not None else None
+        )
+        planned = []
+        for template in select_templates(task, self.config.templates):
+            for shots in self.config.shots:
+                for row_id, row in zip(evaluation.ids, evaluation.rows, strict=True):
+                    exemplars = sampler.sample(row_id, shots) if sampler else []
+                    turns = [
+                        Turn(rendered.prompt, rendered.answer_text)
+                        for rendered in (self.renderer.render_row(task, template, r, i) for i, r in exemplars)
+                    ]
+                    rendered = self.renderer.render_row(task, template, row, row_id)
+                    turns.append(Turn(rendered.prompt))
+                    planned.append(PlannedSample(
+                        sample_key(task.name, template, shots, row_id), task, template, shots, row_id,
+                        self.context(task, template, turns), rendered, tuple(i for i, _ in exemplars),
+                    ))
+        return planned
+
+
+def load_task_splits(task: Task, config: RunConfig) -> tuple[Split, Split | None]:
+    evaluation = load_split(task, task.data.eval_split, config.limit)
+    if max(config.shots) == 0:
+        return evaluation, None
+    if not task.data.fewshot_split:
+        raise HarnessError(f"{task.path}: --shots {max(config.shots)} needs 'data.fewshot_split' in the task file")
+    if task.data.fewshot_split == task.data.eval_split:
+        return evaluation, load_split(task, task.data.fewshot_split)
+    return evaluation, load_split(task, task.data.fewshot_split)
+
+
+def _sample_record(sample: PlannedSample, extra: dict[str, Any]) -> dict[str, Any]:
+    record = {
+        "key": sample.key, "task": sample.task.name, "cluster": sample.task.cluster,
+        "template": sample.template.id, "template_hash": sample.template.hash, "shots": sample.shots,
+        "row_id": sample.row_id, "exemplars": list(sample.exemplar_ids), "prompt": sample.prompt,
+    }
+    record.update(extra)
+    return record
+
+
+def execute(
+    plan: list[PlannedSample], backend: Backend, store: RunStore, prefixes: dict[str, str],
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Run every sample not yet in the store, writing each batch durably as it finishes."""
+    finished = sum(1 for s in plan if s.key in store.samples)
+    total = len(plan)
+    if progress:
+        progress("requests", finished, total)
+
+    choice = [s for s in plan if s.task.kind == "choice"]
+    requests = [
+        ChoiceRequest(s.prompt, tuple(prefixes[s.key] + o for o in s.row.options or ())) for s in choice
+    ]
+    done = {i for i, s in enumerate(choice) if s.key in store.samples}
+    for batch in backend.score(requests, done):
+        records = []
+        for index, results in batch:
+            sample = choice[index]
+            logprobs = [r.logprob for r in results]
+            assert sample.row.options is not None and sample.row.answer_index is not None
+            metrics = choice_metrics(logprobs, sample.row.options, sample.row.answer_index)
+            records.append(_sample_record(sample, {
+                "options": list(sample.row.options), "continuation_prefix": prefixes[sample.key],
+                "answer_index": sample.row.answer_index, "logprobs": logprobs,
+                "is_greedy": [r.is_greedy for r in results], "num_tokens": [r.num_tokens for r in results],
+                "metrics": {m: metrics[m] for m in sample.task.metrics},
+            }))
+        finished += len([r for r in records if r["key"] not in store.samples])
+        store.append(records)
+        if progress:
+            progress("requests", finished, total)
+
+    generate = [s for s in plan if s.task.kind == "generate"]
+    gen_requests = [
+        GenerateRequest(s.prompt, s.task.generation.max_new_tokens, s.task.generation.stop) for s in generate
+    ]
+    done = {i for i, s in enumerate(generate) if s.key in store.samples}
+    for batch in backend.generate(gen_requests, done):
+        records = []
+        for index, response in batch:
+            sample = generate[index]
+            assert sample.row.references is not None
+            records.append(_sample_record(sample, {
+                "response": response, "references": list(sample.row.references),
+                "metrics": generate_metrics(response, sample.row.references, sample.task.metrics),
+            }))
+        finished += len([r for r in records if r["key"] not in store.samples])
+        store.append(records)
+        if progress:
+            progress("requests", finished, total)
+
+
+def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Mean and bootstrap standard error per (task, template, shots) and metric."""
+    groups: dict[tuple[str, str, int], list[PlannedSample]] = {}
+    for sample in plan:
+        groups.setdefault((sample.task.name, sample.template.id, sample.shots), []).append(sample)
+    scores = []
+    for (task_name, template_id, shots), members in groups.items():
+        task, template = members[0].task, members[0].template
+        entry: dict[str, Any] = {
+            "task": task_name, "cluster": task.cluster, "template": template_id, "template_hash": template.hash,
+            "template_tags": asdict(template.tags), "shots": shots, "n": len(members), "metrics": {},
+        }
+        for metric in task.metrics:
+            mean, stderr = mean_and_stderr([samples[s.key]["metrics"][metric] for s in members], seed)
+            entry["metrics"][metric] = {"mean": mean, "stderr": stderr}
+        scores.append(entry)
+    return scores
+
+
+def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dict[str, Split], chat: bool,
+             batch_tokens: int | None) -> dict[str, Any]:
+    """What the run computes; equal specs mean equal results, so resume compares specs."""
+    return {
+        "harness_version": __version__,
+        "model": backend.describe(),
+        "config": {**asdict(config), "shots": list(config.shots), "chat_applied": chat},
+        "engine": {"batch_tokens": batch_tokens},
+        "tasks": [
+            {
+                "name": t.name, "cluster": t.cluster, "kind": t.kind, "file": str(t.path), "file_sha256": t.hash,
+                "data": {"origin": t.data.origin, "eval_split": t.data.eval_split,
+                         "fewshot_split": t.data.fewshot_split, "rows": len(splits[t.name])},
+                "metrics": list(t.metrics),
+                "generation": asdict(t.generation) if t.kind == "generate" else None,
+                "templates": [
+                    {"id": tp.id, "hash": tp.hash, "file": str(tp.path), "tags": asdict(tp.tags)}
+                    for tp in select_templates(t, config.templates)
+                ],
+            }
+            for t in tasks
+        ],
+    }
+
+
+def default_run_id(model: str, spec: dict[str, Any]) -> str:
+    import json
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model.rstrip("/")).name or model).strip("-") or "model"
+    return f"{name}-{short_hash(json.dumps(spec, sort_keys=True).encode())[:10]}"
+
+
+def run(
+    config: RunConfig,
+    backend: Backend,
+    registry: Registry,
+    out: Path,
+    *,
+    run_id: str | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    batch_tokens: int | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Plan, execute (resuming if the run directory has finished samples) and record one run."""
+    started = time.time()
+    tasks = registry.select(config.tasks)
+    planner = Planner(config, backend)
+    plan: list[PlannedSample] = []
+    evaluation_splits: dict[str, Split] = {}
+    for task in tasks:
+        evaluation, pool = load_task_splits(task, config)
+        evaluation_splits[task.name] = evaluation
+        plan += planner.plan_task(task, evaluation, pool)
+    spec = run_spec(config, backend, tasks, evaluation_splits, planner.chat, batch_tokens)
+    directory = out / (run_id or default_run_id(spec["model"]["model"], spec))
+    store = RunStore(directory, spec, overwrite=overwrite)
+    resumed = len(store.samples)
+    if resumed:
+        log.info("resuming %s: %d of %d samples already done", directory, resumed, len(plan))
+    planned_at = time.time()
+    prefixes = {s.key: planner.continuation_prefix(s.task, s.template) for s in plan if s.task.kind == "choice"}
+    execute(plan, backend, store, prefixes, progress)
+    finished_at = time.time()
+    record = {
+        **spec,
+        "run_id": directory.name,
+        "status": "complete",
+        "environment": environment_info(PROJECT_ROOT),
+        "counts": {"samples": len(plan)},
+        "scores": summarize(plan, store.samples, config.seed),
+        "timings": {
+            "started_unix": started, "finished_unix": finished_at, "resumed_samples": resumed,
+            "plan_seconds": planned_at - started, "inference_seconds": finished_at - planned_at,
+        },
+    }
+    store.finalize(record, [s.key for s in plan])
+    return directory, record

@@ -1,0 +1,105 @@
+"""The schema of tasks and templates, as frozen dataclasses.
+
+A `Task` says where rows come from and how a row is scored; a `Template` says how a row is worded.
+Both are plain data: parsing and validation live in `registry`, rendering in `prompts`. The same
+objects serve evaluation and tuning, so a training example and an evaluation prompt can never be
+rendered by two different code paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import HarnessError
+
+TaskKind = Literal["choice", "generate"]
+
+CHOICE_METRICS = ("acc", "acc_norm")
+GENERATE_METRICS = ("exact_match", "f1", "rouge_l")
+
+
+@dataclass(frozen=True)
+class TemplateTags:
+    """What kind of wording a template is, for slicing results (T0/FLAN template types)."""
+
+    options: bool
+    style: str
+    turned_around: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Template:
+    """One wording of a task. `hash` changes whenever anything that affects rendering changes."""
+
+    id: str
+    path: Path
+    prompt: str
+    tags: TemplateTags
+    hash: str
+    options: tuple[str, ...] | str | None = None
+    target: str | None = None
+    target_delimiter: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's rows come from: exactly one of generator, files or hub."""
+
+    eval_split: str
+    fewshot_split: str | None
+    generator: str | None = None
+    seed: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    hub_path: str | None = None
+    hub_name: str | None = None
+    id_field: str | None = None
+
+    @property
+    def origin(self) -> str:
+        """A short human description, used in error messages."""
+        if self.generator:
+            return f"built-in generator {self.generator!r}"
+        if self.files:
+            return "local files " + ", ".join(f"{k}={v}" for k, v in sorted(self.files.items()))
+        return f"hub dataset {self.hub_path!r}" + (f" ({self.hub_name})" if self.hub_name else "")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Greedy generation settings of a `generate` task."""
+
+    max_new_tokens: int = 32
+    stop: tuple[str, ...] = ("\n",)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task file, parsed and validated."""
+
+    name: str
+    cluster: str
+    description: str
+    kind: TaskKind
+    data: DataSource
+    metrics: tuple[str, ...]
+    templates: tuple[Template, ...]
+    path: Path
+    hash: str
+    options: tuple[str, ...] | str | None = None
+    answer: str | None = None
+    target: str | None = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def template(self, template_id: str) -> Template:
+        for template in self.templates:
+            if template.id == template_id:
+                return template
+        known = ", ".join(t.id for t in self.templates)
+        raise HarnessError(f"task {self.name!r} has no template {template_id!r}; its templates: {known}")
