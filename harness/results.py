@@ -67,6 +67,7 @@ class RunStore:
         self.samples_path = directory / "samples.jsonl"
         self.run_path = directory / "run.json"
         spec_path = directory / "spec.json"
+        spec = json.loads(json.dumps(spec))  # compare as stored: tuples become lists
         if overwrite and directory.exists():
             shutil.rmtree(directory)
         if self.run_path.exists():
