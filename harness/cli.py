@@ -16,8 +16,10 @@ from rich.logging import RichHandler
 
 from harness.errors import HarnessError
 
-console = Console()
-error_console = Console(stderr=True)
+# Piped output (CI logs, files) gets wide tables rather than rich's 80-column default, so task and
+# cluster names are never cut.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+error_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=400)
 log = logging.getLogger("harness")
 
 
@@ -83,6 +85,7 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # The CLI draws its own progress; the libraries' tqdm bars would interleave with it.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()

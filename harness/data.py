@@ -45,6 +45,8 @@ def _load_file(path: str, split: str) -> list[dict[str, Any]]:
         raise HarnessError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(sorted(_FORMATS))}")
     if not Path(path).is_file():
         raise HarnessError(f"{path}: data file not found; fix 'data.files' in the task file")
+    if Path(path).stat().st_size == 0:
+        return []  # `datasets` cannot infer a schema from nothing; the caller reports the empty split
     import datasets
 
     builder, options = _FORMATS[suffix]

@@ -156,7 +156,7 @@ class PromptRenderer:
             missing = sorted(self.variables(task, template) - set(columns))
             if missing:
                 raise HarnessError(
-                    f"{template.path}: uses field {missing[0]!r}, which the rows of {origin} lack "
+                    f"{template.path}: uses field {missing[0]!r}, missing from the rows of {origin} "
                     f"(columns: {', '.join(columns)}); fix the template or the data"
                 )
 

@@ -123,7 +123,7 @@ def test_exemplars_never_include_the_evaluated_row(registry):
 
 def test_template_reading_a_missing_field_fails_before_inference(registry, tmp_path):
     task = registry.get("parity")
-    with pytest.raises(HarnessError, match=r"uses field 'number'.*lack"):
+    with pytest.raises(HarnessError, match=r"uses field 'number', missing from"):
         PromptRenderer().check_fields(task, ["idx", "label"], "local files")
 
 
