@@ -86,8 +86,10 @@ def choice_config(target_delimiter: str, fewshot_delimiter: str = "\n\n") -> dic
     """A multiple-choice task over rows {prompt, choices, label}.
 
     `{{prompt}}` renders the string unchanged in lm-eval's Jinja environment (keep_trailing_newline,
-    no trim/lstrip of blocks, no autoescape); the tests also assert that the context lm-eval logged
-    equals the harness's prompt character for character, so any alteration would fail loudly.
+    no trim/lstrip of blocks, no autoescape), so no `!function` doc_to_text is needed; the tests
+    also assert that the context lm-eval logged equals the harness's prompt character for
+    character, so any alteration would fail loudly. (One lm-eval quirk to keep in mind: a rendered
+    text made only of digits is turned into an int; no prompt here is.)
     """
     return {
         "output_type": "multiple_choice",
