@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     run.add_argument("--batch-tokens", type=_positive_int, default=4096, help="padded tokens per batch")
     run.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
+    _add_data_options(run)
 
     tasks = commands.add_parser("tasks", help="list tasks by cluster, or show one task's prompts")
     tasks.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
@@ -75,7 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--row", type=int, default=0, help="which evaluation row to render")
     show.add_argument("--seed", type=int, default=1234)
     show.add_argument("--chat-model", help="also render through this model's chat template")
+    _add_data_options(show)
     return parser
+
+
+def _task_folder(text: str) -> tuple[str, str]:
+    task, separator, folder = text.partition("=")
+    if not separator or not task or not folder:
+        raise argparse.ArgumentTypeError(f"expected TASK=FOLDER, got {text!r}")
+    return task, folder
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", action="append", default=[],
+                        help="folder with a sub-folder of local rows per task (named after the task or its "
+                             "hub subset); used instead of the hub")
+    parser.add_argument("--data", type=_task_folder, action="append", default=[], metavar="TASK=FOLDER",
+                        help="one task's local rows (a file per split, or a single file)")
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.errors import HarnessError
 from harness.registry import Registry
-from harness.report import cluster_table, score_table, task_list_table
+from harness.report import cluster_table, group_table, score_table, task_list_table
 from harness.runner import Planner, RunConfig, load_task_splits, run
 
 
@@ -30,6 +30,8 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
     config = RunConfig(
         tasks=args.tasks, shots=args.shots, templates=args.templates, limit=args.limit, seed=args.seed,
         chat=args.chat, fewshot_multiturn=not args.fewshot_single_turn,
+        data_dirs=tuple(str(Path(d).resolve()) for d in args.data_dir),
+        data_folders=tuple((task, str(Path(folder).resolve())) for task, folder in args.data),
     )
     registry.select(config.tasks)  # fail on an unknown task before loading any model
     models = args.model or _builtin_models(console)
@@ -50,6 +52,8 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
                                     overwrite=args.overwrite, progress=advance, batch_tokens=args.batch_tokens)
         console.print(score_table(record))
+        if any("group" in score for score in record["scores"]):
+            console.print(group_table(record))
         console.print(f"run record: [bold]{directory}[/]")
         records.append(record)
     console.print(cluster_table(records))
@@ -66,9 +70,10 @@ def tasks_command(args: argparse.Namespace, console: Console) -> None:
         from harness.engine import HFBackend
 
         backends.append(HFBackend(args.chat_model))
+    data = {"data_dirs": tuple(args.data_dir), "data_folders": tuple(args.data)}
     for backend in backends:
         for shots in (0, args.shots):
-            _show_prompts(task, shots, args.row, args.seed, backend, console)
+            _show_prompts(task, shots, args.row, args.seed, backend, console, data)
 
 
 class _PlainBackend:
@@ -78,8 +83,9 @@ class _PlainBackend:
         return None
 
 
-def _show_prompts(task, shots: int, row: int, seed: int, backend, console: Console) -> None:
-    config = RunConfig(tasks=task.name, shots=(shots,), limit=row + 1, seed=seed, chat="on" if backend else "off")
+def _show_prompts(task, shots: int, row: int, seed: int, backend, console: Console, data: dict) -> None:
+    config = RunConfig(tasks=task.name, shots=(shots,), limit=row + 1, seed=seed, chat="on" if backend else "off",
+                       **data)
     planner = Planner(config, backend or _PlainBackend())
     evaluation, pool = load_task_splits(task, config)
     samples = [s for s in planner.plan_task(task, evaluation, pool) if s.row_id == evaluation.ids[row]]

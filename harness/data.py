@@ -7,6 +7,7 @@ point the task at local files instead.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import random
 from dataclasses import dataclass
@@ -22,6 +23,54 @@ _FORMATS = {
     ".json": ("json", {}), ".jsonl": ("json", {}), ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}),
     ".parquet": ("parquet", {}), ".txt": ("text", {}), ".arrow": ("arrow", {}),
 }
+
+
+# Loader name -> "module:function"; the function is called as fn(task, split, folder) -> rows, where
+# folder is the local folder a run pointed the task at (None: the loader's own default or the hub).
+LOADERS: dict[str, str] = {"niv2": "harness.niv2:load_rows"}
+
+_SPLIT_ALIASES = {"validation": ("validation", "val", "dev"), "test": ("test",), "train": ("train",)}
+
+
+@dataclass(frozen=True)
+class DataOverrides:
+    """Local folders that replace a task's declared source for one run.
+
+    `roots` (--data-dir) are searched for a sub-folder named after the task or its hub subset (so a
+    folder of SuperGLUE exports serves rte, cb and copa at once); `folders` (--data TASK=FOLDER)
+    name one task's folder explicitly. Inside a folder, a split's rows are the file named after the
+    split (validation may be val or dev), or the folder's only data file.
+    """
+
+    roots: tuple[str, ...] = ()
+    folders: tuple[tuple[str, str], ...] = ()
+
+    def folder_for(self, task: Task) -> Path | None:
+        explicit = dict(self.folders)
+        if task.name in explicit:
+            folder = Path(explicit[task.name])
+            if not folder.is_dir():
+                raise HarnessError(f"--data {task.name}={folder}: not a folder; give the folder holding its rows")
+            return folder
+        names = [n for n in (task.name, task.data.hub_name) if n]
+        for root in self.roots:
+            for name in names:
+                if (Path(root) / name).is_dir():
+                    return Path(root) / name
+        return None
+
+
+def split_file(folder: Path, split: str) -> str:
+    """The file holding `split` in a local folder (see `DataOverrides`)."""
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in _FORMATS)
+    for alias in _SPLIT_ALIASES.get(split, (split,)):
+        for file in files:
+            if file.stem == alias:
+                return str(file)
+    if len(files) == 1:
+        return str(files[0])
+    looked = ", ".join(f"{a}.*" for a in _SPLIT_ALIASES.get(split, (split,)))
+    raise HarnessError(f"{folder}: no file for split {split!r} (looked for {looked}); rename the file")
 
 
 @dataclass(frozen=True)
@@ -65,15 +114,31 @@ def _load_hub(task: Task, split: str) -> list[dict[str, Any]]:
     except Exception as exc:  # offline, unknown id, unknown split: all end the same way for the user
         raise HarnessError(
             f"{task.path}: cannot load {task.data.origin} split {split!r} ({type(exc).__name__}); "
-            "when offline, give the task local files under 'data.files'"
+            "when offline, point the task at local rows with --data-dir DIR or --data TASK=FOLDER"
         ) from None
     return [dict(r) for r in dataset]
 
 
-def load_split(task: Task, split: str, limit: int | None = None) -> Split:
+def _load_with_loader(task: Task, split: str, folder: Path | None) -> list[dict[str, Any]]:
+    module, attribute = LOADERS[task.data.loader or ""].split(":")
+    return getattr(importlib.import_module(module), attribute)(task, split, folder)
+
+
+def load_split(
+    task: Task, split: str, limit: int | None = None, overrides: DataOverrides | None = None
+) -> Split:
     """Load one split of a task; the first `limit` rows when a limit is given."""
     source = task.data
-    if source.generator:
+    folder = overrides.folder_for(task) if overrides else None
+    origin = source.origin
+    if source.loader:
+        rows = _load_with_loader(task, split, folder)
+        origin = f"{source.loader} loader" + (f" on {folder}" if folder else "")
+    elif folder is not None:
+        path = split_file(folder, split)
+        rows = _load_file(path, split)
+        origin = f"local file {path}"
+    elif source.generator:
         from harness.builtin.suite import generate_rows
 
         if split not in source.sizes:
@@ -86,7 +151,7 @@ def load_split(task: Task, split: str, limit: int | None = None) -> Split:
     else:
         rows = _load_hub(task, split)
     if not rows:
-        raise HarnessError(f"{task.path}: split {split!r} of {source.origin} is empty; point the task at rows")
+        raise HarnessError(f"{task.path}: split {split!r} of {origin} is empty; point the task at rows")
     if limit is not None:
         rows = rows[:limit]
     if source.id_field:
@@ -101,7 +166,7 @@ def load_split(task: Task, split: str, limit: int | None = None) -> Split:
     else:
         ids = tuple(str(i) for i in range(len(rows)))
     columns = tuple(dict.fromkeys(k for r in rows for k in r))
-    return Split(task.name, split, tuple(rows), ids, columns, f"{source.origin} split {split!r}")
+    return Split(task.name, split, tuple(rows), ids, columns, f"{origin} split {split!r}")
 
 
 class FewshotSampler:

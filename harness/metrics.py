@@ -11,11 +11,13 @@ Aggregates are means with a seeded bootstrap standard error.
 
 from __future__ import annotations
 
+import importlib
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -73,11 +75,48 @@ def rouge_l(prediction: str, references: Sequence[str]) -> float:
     return max(scorer.score(target=r, prediction=prediction)["rougeL"].fmeasure for r in references)
 
 
-GENERATE_METRIC_FUNCTIONS = {"exact_match": exact_match, "f1": f1, "rouge_l": rouge_l}
+MetricValues = dict[str, float | list[float]]
+"""A metric's per-sample result: one or more named values. A list holds several judgements of one
+sample (IFEval's instruction-level checks); aggregation flattens lists, as lm-eval does."""
+
+GenerateMetric = Callable[[str, Sequence[str], Mapping[str, Any]], MetricValues]
+
+CHOICE_METRICS = ("acc", "acc_norm")
+
+# Metric name -> function(prediction, references, row), or "module:function" for metrics whose
+# dependencies are heavy (imported only when a task uses them).
+GENERATE_METRICS: dict[str, GenerateMetric | str] = {
+    "exact_match": lambda prediction, references, row: {"exact_match": exact_match(prediction, references)},
+    "f1": lambda prediction, references, row: {"f1": f1(prediction, references)},
+    "rouge_l": lambda prediction, references, row: {"rouge_l": rouge_l(prediction, references)},
+    "niv2": "harness.niv2:niv2_metric",
+    "ifeval": "harness.ifeval:ifeval_metric",
+}
 
 
-def generate_metrics(prediction: str, references: Sequence[str], names: Sequence[str]) -> dict[str, float]:
-    return {name: GENERATE_METRIC_FUNCTIONS[name](prediction, references) for name in names}
+def resolve_metric(name: str) -> GenerateMetric:
+    entry = GENERATE_METRICS[name]
+    if isinstance(entry, str):
+        module, attribute = entry.split(":")
+        entry = getattr(importlib.import_module(module), attribute)
+    return entry
+
+
+def generate_metrics(
+    prediction: str, references: Sequence[str], names: Sequence[str], row: Mapping[str, Any]
+) -> MetricValues:
+    values: MetricValues = {}
+    for name in names:
+        values.update(resolve_metric(name)(prediction, references, row))
+    return values
+
+
+def flatten(values: Sequence[float | list[float]]) -> list[float]:
+    """Per-sample values as one list: lists (several judgements of a sample) are spread out."""
+    flat: list[float] = []
+    for value in values:
+        flat.extend(value if isinstance(value, list) else [value])
+    return flat
 
 
 def mean_and_stderr(values: Sequence[float], seed: int) -> tuple[float, float]:

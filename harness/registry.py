@@ -18,11 +18,11 @@ from typing import Any
 import jinja2
 import yaml
 
+from harness.data import LOADERS
 from harness.errors import HarnessError
+from harness.metrics import CHOICE_METRICS, GENERATE_METRICS
 from harness.prompts import make_environment
 from harness.tasks import (
-    CHOICE_METRICS,
-    GENERATE_METRICS,
     DataSource,
     GenerationConfig,
     Task,
@@ -38,9 +38,11 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _TASK_REQUIRED = {"name", "cluster", "kind", "data", "metrics", "templates"}
 _TASK_OPTIONAL = {
     "description", "options", "answer", "target", "generation",
-    "target_delimiter", "fewshot_delimiter", "metadata",
+    "target_delimiter", "fewshot_delimiter", "metadata", "report_by", "related_clusters",
 }
-_DATA_KEYS = {"generator", "seed", "sizes", "files", "hub", "eval_split", "fewshot_split", "id_field"}
+_DATA_KEYS = {
+    "generator", "seed", "sizes", "files", "hub", "loader", "options", "eval_split", "fewshot_split", "id_field",
+}
 _TEMPLATE_REQUIRED = {"prompt", "tags"}
 _TEMPLATE_OPTIONAL = {"options", "target", "target_delimiter"}
 _TAG_KEYS = {"options", "style", "turned_around", "extra"}
@@ -150,9 +152,12 @@ def _load_templates(path: Path, folder: str, template_roots: Sequence[Path]) -> 
 def _parse_data(path: Path, raw: Any) -> DataSource:
     raw = _expect(path, "data", raw, dict, "a mapping")
     _check_keys(path, raw, {"eval_split"}, _DATA_KEYS - {"eval_split"}, "data")
-    sources = [k for k in ("generator", "files", "hub") if k in raw]
+    sources = [k for k in ("generator", "files", "hub", "loader") if k in raw]
     if len(sources) != 1:
-        raise HarnessError(f"{path}: field 'data' needs exactly one of generator, files or hub, got {sources}")
+        raise HarnessError(f"{path}: field 'data' needs exactly one of generator, files, hub or loader, got {sources}")
+    if "loader" in raw and raw["loader"] not in LOADERS:
+        raise HarnessError(f"{path}: field 'data.loader' names unknown loader {raw['loader']!r}; "
+                           f"known: {', '.join(sorted(LOADERS))}")
     files = _expect(path, "data.files", raw.get("files", {}), dict, "a mapping of split -> file path")
     hub = _expect(path, "data.hub", raw.get("hub", {}), dict, "a mapping with path and optional name")
     if "hub" in raw and "path" not in hub:
@@ -167,6 +172,8 @@ def _parse_data(path: Path, raw: Any) -> DataSource:
         eval_split=_expect(path, "data.eval_split", raw["eval_split"], str, "a split name"),
         fewshot_split=raw.get("fewshot_split"),
         generator=raw.get("generator"),
+        loader=raw.get("loader"),
+        loader_options=_expect(path, "data.options", raw.get("options", {}), dict, "a mapping"),
         seed=_expect(path, "data.seed", raw.get("seed", 0), int, "an integer"),
         sizes={str(k): int(v) for k, v in sizes.items()},
         files=resolved_files,
@@ -186,7 +193,7 @@ def load_task(path: Path, template_roots: Sequence[Path] | None = None) -> Task:
     kind = raw["kind"]
     if kind not in ("choice", "generate"):
         raise HarnessError(f"{path}: field 'kind' must be 'choice' or 'generate', got {kind!r}")
-    allowed_metrics = CHOICE_METRICS if kind == "choice" else GENERATE_METRICS
+    allowed_metrics = tuple(CHOICE_METRICS if kind == "choice" else GENERATE_METRICS)
     metrics = _expect(path, "metrics", raw["metrics"], list, "a list of metric names")
     for metric in metrics:
         if metric not in allowed_metrics:
@@ -242,6 +249,10 @@ def load_task(path: Path, template_roots: Sequence[Path] | None = None) -> Task:
         fewshot_delimiter=_expect(
             path, "fewshot_delimiter", raw.get("fewshot_delimiter", "\n\n"), str, "a string"
         ),
+        related_clusters=tuple(
+            _expect(path, "related_clusters", raw.get("related_clusters", []), list, "a list of cluster names")
+        ),
+        report_by=tuple(_expect(path, "report_by", raw.get("report_by", []), list, "a list of row field names")),
         metadata=_expect(path, "metadata", raw.get("metadata", {}), dict, "a mapping"),
     )
 
@@ -263,6 +274,24 @@ class Registry:
                     raise HarnessError(f"{path}: task name {task.name!r} is already defined in "
                                        f"{self.tasks[task.name].path}")
                 self.tasks[task.name] = task
+
+    def related_clusters(self, cluster: str) -> set[str]:
+        """Clusters held out together with `cluster` (FLAN holds NLI and paraphrase out together).
+
+        Relations are symmetric and transitive: a task file may declare them from either side.
+        """
+        graph: dict[str, set[str]] = {}
+        for task in self.tasks.values():
+            for other in task.related_clusters:
+                graph.setdefault(task.cluster, set()).add(other)
+                graph.setdefault(other, set()).add(task.cluster)
+        seen, frontier = {cluster}, [cluster]
+        while frontier:
+            for neighbour in graph.get(frontier.pop(), ()):
+                if neighbour not in seen:
+                    seen.add(neighbour)
+                    frontier.append(neighbour)
+        return seen
 
     def clusters(self) -> dict[str, list[Task]]:
         grouped: dict[str, list[Task]] = {}

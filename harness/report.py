@@ -23,12 +23,37 @@ def score_table(record: dict[str, Any]) -> Table:
     for k in shots:
         table.add_column(f"{k}-shot", justify="right")
     rows: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
-    for score in record["scores"]:
+    for score in _ungrouped(record):
         rows[(score["cluster"], score["task"], score["template"])][score["shots"]] = score
     for (cluster, task, template), by_shots in sorted(rows.items()):
         metric = primary_metric(next(iter(by_shots.values())))
         cells = [_cell(by_shots[k]["metrics"][metric]) if k in by_shots else "" for k in shots]
         table.add_row(cluster, task, template, metric, *cells)
+    return table
+
+
+def _ungrouped(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in record["scores"] if "group" not in s]
+
+
+def group_table(record: dict[str, Any]) -> Table:
+    """Per task and `report_by` value (an NIv2 category, say): each metric's mean over templates (%)."""
+    grouped = [s for s in record["scores"] if "group" in s]
+    metric_names = list(dict.fromkeys(m for s in grouped for m in s["metrics"]))
+    table = Table(title="by group (mean over templates, %)", title_justify="left")
+    for column in ("task", "field", "value", "shots", "n"):
+        table.add_column(column, justify="right" if column in ("shots", "n") else "left")
+    for name in metric_names:
+        table.add_column(name, justify="right")
+    cells: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for score in grouped:
+        cells[(score["task"], score["group"]["field"], score["group"]["value"], score["shots"])].append(score)
+    for (task, field, value, shots), scores in sorted(cells.items()):
+        means = [
+            f"{100 * sum(s['metrics'][m]['mean'] for s in scores) / len(scores):.1f}" if m in scores[0]["metrics"]
+            else "" for m in metric_names
+        ]
+        table.add_row(task, field, value, str(shots), str(scores[0]["n"]), *means)
     return table
 
 
@@ -46,7 +71,7 @@ def cluster_table(records: list[dict[str, Any]]) -> Table:
         table.add_column(record["run_id"], justify="right")
     cells: dict[tuple[str, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for position, record in enumerate(records):
-        for score in record["scores"]:
+        for score in _ungrouped(record):
             metric = score["metrics"][primary_metric(score)]
             cells[(score["cluster"], score["shots"])][position].append(metric["mean"])
     for (cluster, shots), by_run in sorted(cells.items()):

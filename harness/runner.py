@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.data import FewshotSampler, Split, load_split
+from harness.data import DataOverrides, FewshotSampler, Split, load_split
 from harness.engine.base import Backend, ChoiceRequest, GenerateRequest
 from harness.errors import HarnessError
-from harness.metrics import choice_metrics, generate_metrics, mean_and_stderr
+from harness.metrics import choice_metrics, flatten, generate_metrics, mean_and_stderr
 from harness.prompts import PromptRenderer, RenderedRow, Turn, chat_messages, plain_context
 from harness.registry import PROJECT_ROOT, Registry, short_hash
 from harness.results import RunStore, environment_info
@@ -42,6 +42,12 @@ class RunConfig:
     seed: int = 1234
     chat: str = "auto"
     fewshot_multiturn: bool = True
+    data_dirs: tuple[str, ...] = ()
+    data_folders: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def data_overrides(self) -> DataOverrides:
+        return DataOverrides(self.data_dirs, self.data_folders)
 
     def __post_init__(self) -> None:
         if self.chat not in ("auto", "on", "off"):
@@ -62,6 +68,7 @@ class PlannedSample:
     prompt: str
     row: RenderedRow
     exemplar_ids: tuple[str, ...]
+    source: dict[str, Any]
 
 
 def sample_key(task: str, template: Template, shots: int, row_id: str) -> str:
@@ -131,20 +138,19 @@ class Planner:
                     turns.append(Turn(rendered.prompt))
                     planned.append(PlannedSample(
                         sample_key(task.name, template, shots, row_id), task, template, shots, row_id,
-                        self.context(task, template, turns), rendered, tuple(i for i, _ in exemplars),
+                        self.context(task, template, turns), rendered, tuple(i for i, _ in exemplars), row,
                     ))
         return planned
 
 
 def load_task_splits(task: Task, config: RunConfig) -> tuple[Split, Split | None]:
-    evaluation = load_split(task, task.data.eval_split, config.limit)
+    evaluation = load_split(task, task.data.eval_split, config.limit, config.data_overrides)
     if max(config.shots) == 0:
         return evaluation, None
     if not task.data.fewshot_split:
         raise HarnessError(f"{task.path}: --shots {max(config.shots)} needs 'data.fewshot_split' in the task file")
-    if task.data.fewshot_split == task.data.eval_split:
-        return evaluation, load_split(task, task.data.fewshot_split)
-    return evaluation, load_split(task, task.data.fewshot_split)
+    # The pool is the whole few-shot split, even when --limit cuts the evaluated rows.
+    return evaluation, load_split(task, task.data.fewshot_split, None, config.data_overrides)
 
 
 def _sample_record(sample: PlannedSample, extra: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +159,8 @@ def _sample_record(sample: PlannedSample, extra: dict[str, Any]) -> dict[str, An
         "template": sample.template.id, "template_hash": sample.template.hash, "shots": sample.shots,
         "row_id": sample.row_id, "exemplars": list(sample.exemplar_ids), "prompt": sample.prompt,
     }
+    if sample.task.report_by:
+        record["groups"] = {field: str(sample.source.get(field)) for field in sample.task.report_by}
     record.update(extra)
     return record
 
@@ -202,7 +210,7 @@ def execute(
             assert sample.row.references is not None
             records.append(_sample_record(sample, {
                 "response": response, "references": list(sample.row.references),
-                "metrics": generate_metrics(response, sample.row.references, sample.task.metrics),
+                "metrics": generate_metrics(response, sample.row.references, sample.task.metrics, sample.source),
             }))
         finished += len([r for r in records if r["key"] not in store.samples])
         store.append(records)
@@ -210,21 +218,34 @@ def execute(
             progress("requests", finished, total)
 
 
+def _score_entry(members: list[PlannedSample], samples: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
+    """Every metric of a group of samples: mean and bootstrap stderr over the flattened values."""
+    names = list(dict.fromkeys(name for s in members for name in samples[s.key]["metrics"]))
+    metrics = {}
+    for name in names:
+        mean, stderr = mean_and_stderr(flatten([samples[s.key]["metrics"][name] for s in members]), seed)
+        metrics[name] = {"mean": mean, "stderr": stderr}
+    return {"n": len(members), "metrics": metrics}
+
+
 def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    """Mean and bootstrap standard error per (task, template, shots) and metric."""
-    groups: dict[tuple[str, str, int], list[PlannedSample]] = {}
+    """Scores per (task, template, shots), and per value of each `report_by` row field."""
+    groups: dict[tuple[str, str, int, str, str], list[PlannedSample]] = {}
     for sample in plan:
-        groups.setdefault((sample.task.name, sample.template.id, sample.shots), []).append(sample)
+        base = (sample.task.name, sample.template.id, sample.shots)
+        groups.setdefault((*base, "", ""), []).append(sample)
+        for field in sample.task.report_by:
+            groups.setdefault((*base, field, str(sample.source.get(field))), []).append(sample)
     scores = []
-    for (task_name, template_id, shots), members in groups.items():
+    for (task_name, template_id, shots, field, value), members in groups.items():
         task, template = members[0].task, members[0].template
         entry: dict[str, Any] = {
             "task": task_name, "cluster": task.cluster, "template": template_id, "template_hash": template.hash,
-            "template_tags": asdict(template.tags), "shots": shots, "n": len(members), "metrics": {},
+            "template_tags": asdict(template.tags), "shots": shots,
         }
-        for metric in task.metrics:
-            mean, stderr = mean_and_stderr([samples[s.key]["metrics"][metric] for s in members], seed)
-            entry["metrics"][metric] = {"mean": mean, "stderr": stderr}
+        if field:
+            entry["group"] = {"field": field, "value": value}
+        entry.update(_score_entry(members, samples, seed))
         scores.append(entry)
     return scores
 
@@ -235,12 +256,12 @@ def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dic
     return {
         "harness_version": __version__,
         "model": backend.describe(),
-        "config": {**asdict(config), "shots": list(config.shots), "chat_applied": chat},
+        "config": {**asdict(config), "chat_applied": chat},
         "engine": {"batch_tokens": batch_tokens},
         "tasks": [
             {
                 "name": t.name, "cluster": t.cluster, "kind": t.kind, "file": str(t.path), "file_sha256": t.hash,
-                "data": {"origin": t.data.origin, "eval_split": t.data.eval_split,
+                "data": {"origin": splits[t.name].origin, "eval_split": t.data.eval_split,
                          "fewshot_split": t.data.fewshot_split, "rows": len(splits[t.name])},
                 "metrics": list(t.metrics),
                 "generation": asdict(t.generation) if t.kind == "generate" else None,

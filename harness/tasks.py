@@ -16,10 +16,6 @@ from harness.errors import HarnessError
 
 TaskKind = Literal["choice", "generate"]
 
-CHOICE_METRICS = ("acc", "acc_norm")
-GENERATE_METRICS = ("exact_match", "f1", "rouge_l")
-
-
 @dataclass(frozen=True)
 class TemplateTags:
     """What kind of wording a template is, for slicing results (T0/FLAN template types)."""
@@ -46,11 +42,16 @@ class Template:
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where a task's rows come from: exactly one of generator, files or hub."""
+    """Where a task's rows come from: exactly one of generator, files, hub or loader.
+
+    A run's --data-dir / --data options can point any task at a local folder instead (see `data`).
+    """
 
     eval_split: str
     fewshot_split: str | None
     generator: str | None = None
+    loader: str | None = None
+    loader_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     sizes: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
@@ -65,6 +66,8 @@ class DataSource:
             return f"built-in generator {self.generator!r}"
         if self.files:
             return "local files " + ", ".join(f"{k}={v}" for k, v in sorted(self.files.items()))
+        if self.loader:
+            return f"{self.loader} loader"
         return f"hub dataset {self.hub_path!r}" + (f" ({self.hub_name})" if self.hub_name else "")
 
 
@@ -95,6 +98,8 @@ class Task:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     target_delimiter: str = " "
     fewshot_delimiter: str = "\n\n"
+    report_by: tuple[str, ...] = ()
+    related_clusters: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def template(self, template_id: str) -> Template:

@@ -94,3 +94,20 @@ def test_invalid_model_folder(tmp_path, capsys):
     (folder / "config.json").write_text("{not json")
     assert main(["run", "--model", str(folder), "--tasks", "parity"]) == 2
     assert "broken: cannot load a causal LM" in error_line(capsys)
+
+
+def test_data_dir_points_a_task_at_local_rows(tiny_models, tmp_path, capsys):
+    make_task(tmp_path)
+    local = tmp_path / "local" / "mytask"
+    local.mkdir(parents=True)
+    (local / "val.jsonl").write_text('{"text": "local row", "label": 1}\n')
+    task = TASK.replace("eval_split: test", "eval_split: validation")
+    make_task(tmp_path, task)
+    code = main(["run", "--model", str(tiny_models["tiny-llama"]), "--task-dir", str(tmp_path / "tasks"),
+                 "--tasks", "mytask", "--data-dir", str(tmp_path / "local"), "--out", str(tmp_path / "out"),
+                 "--run-id", "r"])
+    assert code == 0, capsys.readouterr().err
+    sample = json.loads((tmp_path / "out" / "r" / "samples.jsonl").read_text())
+    assert sample["prompt"] == "Is local row true?" and sample["answer_index"] == 1
+    record = json.loads((tmp_path / "out" / "r" / "run.json").read_text())
+    assert record["config"]["data_dirs"] == [str((tmp_path / "local").resolve())]

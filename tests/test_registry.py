@@ -112,3 +112,11 @@ def test_error_messages_are_one_line(tmp_path):
     with pytest.raises(HarnessError) as caught:
         load_task(path)
     assert "\n" not in str(caught.value)
+
+
+def test_related_clusters_are_symmetric_and_transitive(tmp_path):
+    make_task(tmp_path, TASK.replace("cluster: mine", "cluster: nli\nrelated_clusters: [paraphrase]"))
+    registry = Registry([tmp_path / "tasks"])
+    assert registry.related_clusters("nli") == {"nli", "paraphrase"}
+    assert registry.related_clusters("paraphrase") == {"nli", "paraphrase"}
+    assert registry.related_clusters("arithmetic") == {"arithmetic"}
