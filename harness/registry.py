@@ -262,18 +262,18 @@ class Registry:
 
     def __init__(self, task_dirs: Iterable[Path] = ()) -> None:
         self.tasks: dict[str, Task] = {}
-        for directory in [*map(Path, task_dirs), BUILTIN_TASKS]:
+        user_dirs = [Path(d).resolve() for d in task_dirs]
+        for directory in dict.fromkeys([*user_dirs, BUILTIN_TASKS.resolve()]):
             if not directory.is_dir():
                 raise HarnessError(f"{directory}: task folder not found")
             for path in sorted(directory.glob("*.yaml")):
                 task = load_task(path)
-                if task.name in self.tasks:
-                    # A user's folder comes first, so its file shadows a built-in task of the same name.
-                    if self.tasks[task.name].path.parent != BUILTIN_TASKS and directory == BUILTIN_TASKS:
-                        continue
-                    raise HarnessError(f"{path}: task name {task.name!r} is already defined in "
-                                       f"{self.tasks[task.name].path}")
-                self.tasks[task.name] = task
+                previous = self.tasks.get(task.name)
+                if previous is None:
+                    self.tasks[task.name] = task
+                elif directory != BUILTIN_TASKS.resolve():
+                    raise HarnessError(f"{path}: task name {task.name!r} is already defined in {previous.path}")
+                # else: a user's task of the same name shadows the built-in one on purpose.
 
     def related_clusters(self, cluster: str) -> set[str]:
         """Clusters held out together with `cluster` (FLAN holds NLI and paraphrase out together).

@@ -120,3 +120,11 @@ def test_related_clusters_are_symmetric_and_transitive(tmp_path):
     assert registry.related_clusters("nli") == {"nli", "paraphrase"}
     assert registry.related_clusters("paraphrase") == {"nli", "paraphrase"}
     assert registry.related_clusters("arithmetic") == {"arithmetic"}
+
+
+def test_user_task_shadows_a_builtin_of_the_same_name(tmp_path):
+    make_task(tmp_path, TASK.replace("name: mytask", "name: parity"))
+    (tmp_path / "tasks" / "mytask.yaml").rename(tmp_path / "tasks" / "parity.yaml")
+    registry = Registry([tmp_path / "tasks"])
+    assert registry.get("parity").path == (tmp_path / "tasks" / "parity.yaml").resolve()
+    assert registry.get("parity").cluster == "mine"
