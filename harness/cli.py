@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="evaluate a model on tasks x templates x shots")
     run.add_argument("--model", action="append", help="local folder or hub id (repeatable); "
                      "default: the built-in tiny models")
-    run.add_argument("--tasks", default="all", help="task and/or cluster names, comma-separated, or 'all'")
+    run.add_argument("--tasks", default="builtin",
+                     help="task and/or cluster names, comma-separated; 'builtin' (default): the offline "
+                          "procedural suite; 'all': every task (hub tasks need a network or --data)")
     run.add_argument("--shots", type=_shots, default=(0,), help="shot counts, e.g. 0,5 (default 0)")
     run.add_argument("--templates", default="all", help="'all' or template ids, comma-separated")
     run.add_argument("--limit", type=_positive_int, help="evaluate only the first N rows of each task")

@@ -305,10 +305,15 @@ class Registry:
         return self.tasks[name]
 
     def select(self, spec: str | Sequence[str]) -> list[Task]:
-        """Tasks named by task names and/or cluster names (comma-separated), or 'all'."""
+        """Tasks named by task names and/or cluster names (comma-separated), 'builtin' or 'all'.
+
+        'builtin' is the procedural suite, whose rows are generated locally and so always available;
+        'all' also takes the tasks whose rows come from the hub or a data folder.
+        """
         names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-        if names == ["all"]:
-            return sorted(self.tasks.values(), key=lambda t: (t.cluster, t.name))
+        if names in (["all"], ["builtin"]):
+            chosen = [t for t in self.tasks.values() if names == ["all"] or t.data.generator]
+            return sorted(chosen, key=lambda t: (t.cluster, t.name))
         clusters = self.clusters()
         selected: dict[str, Task] = {}
         for name in names:

@@ -35,7 +35,7 @@ ProgressCallback = Callable[[str, int, int], None]
 class RunConfig:
     """Everything about a run that changes its numbers (the model aside)."""
 
-    tasks: str = "all"
+    tasks: str = "builtin"
     shots: tuple[int, ...] = (0,)
     templates: str = "all"
     limit: int | None = None

@@ -41,7 +41,7 @@ def test_builtin_suite_loads_six_clusters():
     registry = Registry()
     clusters = registry.clusters()
     assert len(clusters) >= 6
-    assert all(len(task.templates) >= 6 for task in registry.tasks.values())
+    assert all(len(task.templates) >= 6 for task in registry.select("builtin"))
     assert {t.name for t in registry.select("arithmetic")} == {"add_numbers", "parity"}
     assert [t.name for t in registry.select("parity,comparison")] == ["parity", "compare_length", "compare_numbers"]
 
@@ -128,3 +128,10 @@ def test_user_task_shadows_a_builtin_of_the_same_name(tmp_path):
     registry = Registry([tmp_path / "tasks"])
     assert registry.get("parity").path == (tmp_path / "tasks" / "parity.yaml").resolve()
     assert registry.get("parity").cluster == "mine"
+
+
+def test_builtin_selects_only_the_offline_suite():
+    registry = Registry()
+    builtin = registry.select("builtin")
+    assert builtin and all(task.data.generator for task in builtin)
+    assert {t.name for t in registry.select("all")} > {t.name for t in builtin}
