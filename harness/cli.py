@@ -79,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=1234)
     show.add_argument("--chat-model", help="also render through this model's chat template")
     _add_data_options(show)
+
+    templates = commands.add_parser("templates", help="import template files from other formats")
+    template_commands = templates.add_subparsers(dest="templates_command", required=True)
+    promptsource = template_commands.add_parser(
+        "import-promptsource", help="convert a promptsource templates.yaml into template files")
+    promptsource.add_argument("path", type=Path, help="a promptsource templates.yaml")
+    promptsource.add_argument("--task", required=True, help="the task the templates are for")
+    promptsource.add_argument("--out", type=Path, help="folder to write (default: templates/TASK)")
+    promptsource.add_argument("--kind", choices=("choice", "generate"),
+                              help="the task's kind, needed when the task has no task file yet")
+    promptsource.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
+    promptsource.add_argument("--overwrite", action="store_true", help="replace template files of the same name")
+    promptsource.add_argument("--truncate-fields", type=_positive_int, metavar="N",
+                              help="cut every {{ ... }} output to N characters, as promptsource's apply() does "
+                                   "with 2048 (default: no cut)")
     return parser
 
 
@@ -124,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.commands import tasks_command
 
             tasks_command(args, console)
+        elif args.command == "templates":
+            from harness.commands import templates_command
+
+            templates_command(args, console)
         return 0
     except HarnessError as exc:
         if args.debug:

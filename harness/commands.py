@@ -98,3 +98,28 @@ def _show_prompts(task, shots: int, row: int, seed: int, backend, console: Conso
         title = escape(f"{task.name} / {sample.template.id} [{sample.template.hash}]  {shots}-shot, {layout}")
         console.print(Panel(escape(sample.prompt), title=title, subtitle=escape(answer), title_align="left",
                             subtitle_align="left", highlight=False))
+
+
+def templates_command(args: argparse.Namespace, console: Console) -> None:
+    """`harness templates import-promptsource`: the task's kind decides whether choices become options."""
+    from harness.promptsource import import_promptsource
+
+    registry = Registry(args.task_dir)
+    kind = args.kind
+    if args.task in registry.tasks:
+        task = registry.tasks[args.task]
+        if kind and kind != task.kind:
+            raise HarnessError(f"--kind {kind}: task {args.task!r} in {task.path} is a {task.kind} task")
+        kind = task.kind
+    elif kind is None:
+        raise HarnessError(f"task {args.task!r} has no task file yet; pass --kind choice or --kind generate")
+    out = args.out or Path("templates") / args.task
+    report = import_promptsource(args.path, out, kind, overwrite=args.overwrite,
+                                 truncate_fields=args.truncate_fields)
+    for promptsource_id, name, reason in report.skipped:
+        console.print(f"[yellow]not converted[/] {escape(name)!r} ({promptsource_id}): {escape(reason)}",
+                      highlight=False)
+    for file_name, note in report.notes:
+        console.print(f"[dim]note[/] {escape(file_name)}: {escape(note)}", highlight=False)
+    console.print(f"converted {len(report.written)} of {report.total} templates ({kind} task {args.task!r}) "
+                  f"into [bold]{escape(str(out))}[/]", highlight=False)

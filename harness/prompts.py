@@ -26,9 +26,11 @@ from harness.tasks import Task, Template
 
 def make_environment() -> SandboxedEnvironment:
     """The project's Jinja environment: sandboxed, strict, whitespace kept exactly as written."""
-    return SandboxedEnvironment(
-        undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False, cache_size=0
-    )
+    from harness.promptsource import add_jinja_extras
+
+    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False, cache_size=0)
+    # promptsource's helpers (choice, most_frequent, zip), so imported templates render as written.
+    return add_jinja_extras(env)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,10 @@ class PromptRenderer:
             if task.kind == "choice":
                 options = self._options(task, template, row, where)
                 answer_index = self._answer_index(task, row, options, where)
-                prompt = self._template(template.prompt).render(**row, options=list(options))
+                if "options" in row:
+                    raise HarnessError(f"{where}: the row has a field named 'options', which templates of choice "
+                                       "tasks use for the answer options; rename the field in the data")
+                prompt = self._template(template.prompt).render({**row, "options": list(options)})
                 return RenderedRow(prompt, options, answer_index, None)
             references = self._references(task, template, row, where)
             prompt = self._template(template.prompt).render(**row)
