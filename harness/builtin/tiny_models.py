@@ -196,7 +196,7 @@ def _write_model(out: Path, texts: list[str], chat: bool, seed: int, hidden_size
 def build_tiny_model(
     name: str = "tiny-llama", *, chat: bool = False, texts: Iterable[str] | None = None, seed: int = 0,
     hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, vocab_size: int = 1024,
-    max_position_embeddings: int = 1024, force: bool = False,
+    max_position_embeddings: int = 2048, force: bool = False,
 ) -> Path:
     """Build (or return the cached) HF-format folder of a tiny random Llama.
 
