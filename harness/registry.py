@@ -48,6 +48,11 @@ _TEMPLATE_OPTIONAL = {"options", "target", "target_delimiter"}
 _TAG_KEYS = {"options", "style", "turned_around", "extra"}
 
 
+# libyaml's loader when present: parsing every task and template at start-up is most of `harness
+# run`'s time to its first request with the pure-Python one.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def short_hash(data: bytes) -> str:
     """The 16-hex-digit sha256 prefix used for every content hash in run records."""
     return hashlib.sha256(data).hexdigest()[:16]
@@ -55,7 +60,7 @@ def short_hash(data: bytes) -> str:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -44,3 +45,23 @@ def chat_backend(tiny_models: dict[str, Path]):
     from harness.engine import HFBackend
 
     return HFBackend(str(tiny_models["tiny-llama-chat"]), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Matrices this small gain nothing from threads, while two OpenMP threads on a busy 2-core
+    machine can spin-wait for seconds per call (seen: 14 s -> 2 min for the parity tests)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def collect(batches) -> dict:
+    """A backend's batch-by-batch results as {request index: result}, each index exactly once."""
+    results = {}
+    for batch in batches:
+        for index, value in batch:
+            assert index not in results, "every request is answered exactly once"
+            results[index] = value
+    return results

@@ -7,15 +7,7 @@ import torch
 
 from harness.engine import ChoiceRequest, GenerateRequest
 from harness.engine.batching import token_budget_batches
-
-
-def collect(batches):
-    results = {}
-    for batch in batches:
-        for index, value in batch:
-            assert index not in results, "every request is answered exactly once"
-            results[index] = value
-    return results
+from tests.conftest import collect
 
 
 def reference_logprob(backend, context: str, continuation: str) -> float:

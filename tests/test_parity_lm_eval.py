@@ -32,7 +32,6 @@ pytest.importorskip("accelerate", reason="lm-eval's hf backend needs accelerate,
 pytest.importorskip("lm_eval.models.huggingface", reason="lm-eval (lm_eval.models.huggingface) is not importable")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from harness.data import load_split  # noqa: E402
 from harness.engine import HFBackend  # noqa: E402
@@ -54,14 +53,7 @@ LM_EVAL_BATCH = 8  # lm-eval batches by request count; the harness by a 4096-tok
 # private HARNESS_CACHE under tmp_path_factory, so the user's ~/.cache is never touched.
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Keep timings steady: matrices this small gain nothing from threads, while two OpenMP threads
-    on a busy 2-core machine can spin-wait for seconds per call (seen: 14 s -> 2 min for this file)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

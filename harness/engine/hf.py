@@ -12,13 +12,18 @@ import hashlib
 import inspect
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from harness.engine.base import ChoiceRequest, GenerateRequest, ScoreResult
-from harness.engine.batching import token_budget_batches
+from harness.engine.batching import CALL_COST, token_budget_batches
+from harness.engine.greedy import StopChecker, greedy_decode, greedy_loop_blocker
+from harness.engine.scoring import has_plain_cache, score_plain, score_trees, tree_scoring_blocker
+from harness.engine.tree import Tree, batch_trees, build_tree
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -46,8 +51,26 @@ def _files_digest(folder: Path, patterns: Sequence[str]) -> str | None:
     return digest.hexdigest()
 
 
+@dataclass
+class _ScorePlan:
+    """Everything a scoring batch needs, computed once per `score` call from the whole request list.
+
+    A request is scored as a prefix tree (`trees[i]`) unless its windows were truncated to the
+    model's length or the fast path is off; then it runs in the plain layout (`trees[i]` is None).
+    """
+
+    windows: list[list[list[int]]]
+    continuations: list[list[list[int]]]
+    trees: list[Tree | None]
+
+
 class HFBackend:
-    """A causal LM and its tokenizer, loaded from a local folder or a hub id."""
+    """A causal LM and its tokenizer, loaded from a local folder or a hub id.
+
+    `fast=True` (the default) scores the options of a question as one prefix tree and generates with
+    the harness's own greedy loop; `fast=False` keeps the plain layout (one row per option, as
+    lm-eval) and `model.generate`. Both give the same results up to float rounding (tests check).
+    """
 
     def __init__(
         self,
@@ -57,6 +80,7 @@ class HFBackend:
         device: str | None = None,
         batch_tokens: int = 4096,
         max_length: int | None = None,
+        fast: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -75,6 +99,13 @@ class HFBackend:
                 "and tokenizer files, or a hub id when online"
             ) from None
         self.model.eval()
+        # Hashing the weights takes ~1 s per GB. Start it now, in a thread (hashlib releases the GIL),
+        # so it overlaps the run's task loading and planning instead of delaying the first request.
+        self._weights_digest: Future[str | None] | None = None
+        if Path(model).is_dir():
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights-sha256")
+            self._weights_digest = pool.submit(_files_digest, Path(model), ["*.safetensors", "*.bin"])
+            pool.shutdown(wait=False)  # the thread ends with the hash; describe() waits for it
         if self.device.type == "cpu":
             # Denormal floats make CPU matmuls many times slower; flushing them changes nothing measurable.
             torch.set_flush_denormal(True)
@@ -88,6 +119,20 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         bos = self.tokenizer.bos_token_id
         self.prefix_token_id = bos if bos is not None else self.tokenizer.eos_token_id
+        self.fast = fast
+        self._call_cost = CALL_COST.get(self.device.type, CALL_COST["cuda"])
+        self._tree_blocker = (
+            tree_scoring_blocker(self.model, min(self.vocab_width, len(self.tokenizer)), self.tokenizer.pad_token_id,
+                                 self.device, self.dtype, self._accepts_logits_to_keep)
+            if fast else "fast=False"
+        )
+        if fast and self._tree_blocker:
+            log.warning("scoring in the plain layout: %s", self._tree_blocker)
+        self._greedy_blocker = greedy_loop_blocker(self.model, self.tokenizer.eos_token_id) if fast else "fast=False"
+        if fast and self._greedy_blocker:
+            log.info("generating with model.generate: %s", self._greedy_blocker)
+        # Merging per-group prefill caches needs caches that keep every position.
+        self._grouped_prefill = self._greedy_blocker is None and has_plain_cache(self.model)
 
     # -- description --------------------------------------------------------------------------
 
@@ -98,7 +143,7 @@ class HFBackend:
         return {
             "model": self.model_id,
             "local_path": str(folder.resolve()) if local else None,
-            "weights_sha256": _files_digest(folder, ["*.safetensors", "*.bin"]) if local else None,
+            "weights_sha256": self._weights_digest.result() if self._weights_digest else None,
             "hub_commit": getattr(self.model.config, "_commit_hash", None),
             "architecture": type(self.model).__name__,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
@@ -113,6 +158,11 @@ class HFBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "max_length": self.max_length,
+            # How numbers were computed: the layouts agree to float rounding, not bit for bit.
+            "engine": {
+                "scoring": "prefix-tree" if self._tree_blocker is None else "plain",
+                "generation": "greedy-loop" if self._greedy_blocker is None else "model.generate",
+            },
         }
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
@@ -158,70 +208,98 @@ class HFBackend:
                         len(indices) - half)
             return self._with_oom_backoff(indices[:half], run) + self._with_oom_backoff(indices[half:], run)
 
-    def score(
-        self, requests: Sequence[ChoiceRequest], done: Collection[int] = ()
-    ) -> Iterator[list[tuple[int, tuple[ScoreResult, ...]]]]:
-        windows: list[list[list[int]]] = []
-        continuations: list[list[list[int]]] = []
-        for index, request in enumerate(requests):
-            pairs = [self.encode_pair(request.context, c) for c in request.continuations]
+    def _encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """`encode` of many texts in one tokenizer call (the per-call overhead dominates short texts)."""
+        bos = self.tokenizer.bos_token
+        starts = [bool(bos) and t.startswith(bos) for t in texts]
+        out: list[list[int]] = [[] for _ in texts]
+        for flag in (False, True):
+            chosen = [i for i, s in enumerate(starts) if s == flag]
+            if chosen:
+                encoded = self.tokenizer([texts[i] for i in chosen], add_special_tokens=not flag)["input_ids"]
+                for i, ids in zip(chosen, encoded, strict=True):
+                    out[i] = list(ids)
+        return out
+
+    def encode_pairs(self, requests: Sequence[ChoiceRequest]) -> list[list[tuple[list[int], list[int]]]]:
+        """`encode_pair` of every option of every request, each context encoded once, in two
+        tokenizer calls in all (the same ids as calling `encode_pair` option by option)."""
+        contexts, wholes = [], []
+        for request in requests:
+            if request.context:
+                stripped = request.context.rstrip()
+                contexts.append(stripped)
+                wholes.extend(request.context + c for c in request.continuations)
+        context_ids, whole_ids = iter(self._encode_batch(contexts)), iter(self._encode_batch(wholes))
+        pairs = []
+        for request in requests:
+            if not request.context:
+                pairs.append([self.encode_pair("", c) for c in request.continuations])
+                continue
+            context = next(context_ids)
+            pairs.append([(context, next(whole_ids)[len(context):]) for _ in request.continuations])
+        return pairs
+
+    def _plan_scores(self, requests: Sequence[ChoiceRequest]) -> _ScorePlan:
+        plan = _ScorePlan([], [], [])
+        for index, (request, pairs) in enumerate(zip(requests, self.encode_pairs(requests), strict=True)):
             for option, (_, continuation) in zip(request.continuations, pairs, strict=True):
                 if not continuation:
                     raise HarnessError(f"request {index}: the continuation {option!r} encodes to no tokens; "
                                        "an answer option must not be empty")
             # lm-eval's window: the last max_length tokens of context + continuation, minus the last.
-            windows.append([(c + k)[-(self.max_length + 1):][:-1] for c, k in pairs])
-            continuations.append([k for _, k in pairs])
-        lengths = [max(len(w) for w in ws) for ws in windows]
-        rows = [len(ws) for ws in windows]
+            windows = [(c + k)[-(self.max_length + 1):][:-1] for c, k in pairs]
+            continuations = [k for _, k in pairs]
+            tree = None
+            # A window cut at the model's length keeps the plain layout, which is lm-eval's
+            # computation for it by construction; so does the degenerate empty-context case.
+            whole = all(len(c) + len(k) <= self.max_length + 1 for c, k in pairs)
+            shared = len(pairs[0][0]) if all(c == pairs[0][0] for c, _ in pairs) else 0
+            if self._tree_blocker is None and whole and shared >= 1:
+                tree = build_tree(windows, continuations, known=shared)
+            plan.windows.append(windows)
+            plan.continuations.append(continuations)
+            plan.trees.append(tree)
+        return plan
+
+    def score(
+        self, requests: Sequence[ChoiceRequest], done: Collection[int] = ()
+    ) -> Iterator[list[tuple[int, tuple[ScoreResult, ...]]]]:
+        plan = self._plan_scores(requests)
 
         def run(batch: list[int]) -> list[tuple[int, tuple[ScoreResult, ...]]]:
-            return self._score_batch(batch, windows, continuations)
+            return self._score_batch(batch, plan)
 
+        # Trees and plain rows are planned apart (a batch is one layout), each a pure function of
+        # the whole request list, so a resumed run meets the same batch shapes.
         skipped = set(done)
-        for batch in token_budget_batches(lengths, self.batch_tokens, rows):
-            if not skipped.issuperset(batch):
-                yield self._with_oom_backoff(batch, run)
+        for tree_layout in (True, False):
+            members = [i for i, t in enumerate(plan.trees) if (t is not None) == tree_layout]
+            if tree_layout:
+                lengths = [len(plan.trees[i]) for i in members]  # type: ignore[arg-type]
+                rows = None
+            else:
+                lengths = [max(len(w) for w in plan.windows[i]) for i in members]
+                rows = [len(plan.windows[i]) for i in members]
+            for positions in token_budget_batches(lengths, self.batch_tokens, rows, self._call_cost):
+                batch = [members[p] for p in positions]
+                if not skipped.issuperset(batch):
+                    yield self._with_oom_backoff(batch, run)
 
-    @torch.inference_mode()
-    def _score_batch(
-        self, batch: list[int], windows: list[list[list[int]]], continuations: list[list[list[int]]]
-    ) -> list[tuple[int, tuple[ScoreResult, ...]]]:
-        flat = [(w, k) for i in batch for w, k in zip(windows[i], continuations[i], strict=True)]
-        width = max(len(w) for w, _ in flat)
-        pad = self.tokenizer.pad_token_id
-        # Right padding needs no attention mask: causal attention never looks at later positions.
-        input_ids = torch.tensor([w + [pad] * (width - len(w)) for w, _ in flat], device=self.device)
-        # The positions whose next-token distribution scores a continuation token, row-major.
-        keep = torch.zeros(len(flat), width, dtype=torch.bool)
-        for row, (window, continuation) in enumerate(flat):
-            keep[row, len(window) - len(continuation): len(window)] = True
-        keep = keep.to(self.device)
-        if self._accepts_logits_to_keep:
-            # Only the kept positions go through the LM head: the vocabulary projection is the
-            # largest matrix of a small model and most positions of a prompt are never scored.
-            logits = self.model(input_ids=input_ids, logits_to_keep=keep).logits.reshape(-1, self.vocab_width)
+    def _score_batch(self, batch: list[int], plan: _ScorePlan) -> list[tuple[int, tuple[ScoreResult, ...]]]:
+        trees = [plan.trees[i] for i in batch]
+        if all(t is not None for t in trees):
+            scored = score_trees(self.model, batch_trees(trees, self.tokenizer.pad_token_id),  # type: ignore[arg-type]
+                                 self.device, self.dtype, self._accepts_logits_to_keep)
         else:
-            logits = self.model(input_ids=input_ids).logits[keep]
-        logprobs = logits.float().log_softmax(dim=-1)
-        targets = torch.tensor([t for _, k in flat for t in k], device=self.device)
-        token_logprobs = logprobs.gather(1, targets[:, None]).squeeze(1)
-        token_greedy = logprobs.argmax(dim=-1) == targets
-        # Lay token values out as (row, token) with zero padding and reduce along rows: deterministic
-        # on every device (atomic scatter-adds are not), so resumed runs reproduce bit for bit.
-        sizes = [len(k) for _, k in flat]
-        rows = keep.nonzero()[:, 0]  # the row of each kept position, row-major like the logits
-        slot = torch.tensor([j for n in sizes for j in range(n)], device=self.device)
-        table = torch.zeros(len(flat), max(sizes), device=self.device)
-        misses = torch.zeros(len(flat), max(sizes), device=self.device)
-        table[rows, slot] = token_logprobs
-        misses[rows, slot] = (~token_greedy).float()
-        # One device-to-host copy per batch, not one per request.
-        sums_list, misses_list = table.sum(dim=1).tolist(), misses.sum(dim=1).tolist()
-        scored = [ScoreResult(sums_list[r], misses_list[r] == 0, sizes[r]) for r in range(len(flat))]
+            scored = score_plain(
+                self.model, [w for i in batch for w in plan.windows[i]],
+                [k for i in batch for k in plan.continuations[i]],
+                self.tokenizer.pad_token_id, self.device, self._accepts_logits_to_keep,
+            )
         results, position = [], 0
         for index in batch:
-            count = len(windows[index])
+            count = len(plan.windows[index])
             results.append((index, tuple(scored[position: position + count])))
             position += count
         return results
@@ -247,7 +325,9 @@ class HFBackend:
             def run(batch: list[int], truncated=truncated, max_new=max_new_tokens, stop=stop) -> list[tuple[int, str]]:
                 return self._generate_batch(batch, truncated, max_new, stop)
 
-            for positions in token_budget_batches(lengths, self.batch_tokens):
+            # A generation batch makes one call per new token, each costing about a call.
+            call_cost = self._call_cost * (1 + max_new_tokens)
+            for positions in token_budget_batches(lengths, self.batch_tokens, call_cost=call_cost):
                 batch = [members[p] for p in positions]
                 if not skipped.issuperset(batch):
                     yield self._with_oom_backoff(batch, run)
@@ -256,14 +336,40 @@ class HFBackend:
     def _generate_batch(
         self, batch: list[int], contexts: dict[int, list[int]], max_new_tokens: int, stop: tuple[str, ...]
     ) -> list[tuple[int, str]]:
+        pad = self.tokenizer.pad_token_id
+        eos = self.tokenizer.eos_token
+        stops = [s for s in (*stop, eos) if s]
+        if self._greedy_blocker is None:
+            prompts = [contexts[i] for i in batch]
+            groups = None
+            if self._grouped_prefill:
+                # Prompts prefilled in groups of similar length (little padding), then decoded together.
+                groups = list(token_budget_batches([len(p) for p in prompts], self.batch_tokens,
+                                                   call_cost=self._call_cost))
+            generated = greedy_decode(
+                self.model, prompts, max_new_tokens, pad_id=pad, eos_id=self.tokenizer.eos_token_id,
+                stopper=StopChecker(self.tokenizer, stops), prefill_groups=groups,
+            )
+        else:
+            generated = self._hf_generate(batch, contexts, max_new_tokens, stops)
+        results = []
+        for row, index in enumerate(batch):
+            text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            for term in stops:
+                text = text.split(term)[0]
+            results.append((index, text))
+        return results
+
+    def _hf_generate(
+        self, batch: list[int], contexts: dict[int, list[int]], max_new_tokens: int, stops: list[str]
+    ) -> list[list[int]]:
+        """`model.generate` on left-padded contexts: the generated ids of each row (after the prompt)."""
         width = max(len(contexts[i]) for i in batch)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(contexts[i])) + contexts[i] for i in batch],
                                  device=self.device)
         attention_mask = torch.tensor([[0] * (width - len(contexts[i])) + [1] * len(contexts[i]) for i in batch],
                                       device=self.device)
-        eos = self.tokenizer.eos_token
-        stops = [s for s in (*stop, eos) if s]
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -274,10 +380,4 @@ class HFBackend:
             pad_token_id=pad,
             eos_token_id=self.tokenizer.eos_token_id,
         )
-        results = []
-        for row, index in enumerate(batch):
-            text = self.tokenizer.decode(output[row, width:].tolist(), skip_special_tokens=True)
-            for term in stops:
-                text = text.split(term)[0]
-            results.append((index, text))
-        return results
+        return [output[row, width:].tolist() for row in range(len(batch))]
