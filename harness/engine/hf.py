@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from harness.engine import tokenization
 from harness.engine.base import ChoiceRequest, GenerateRequest, ScoreResult
 from harness.engine.batching import CALL_COST, token_budget_batches
 from harness.engine.greedy import StopChecker, greedy_decode, greedy_loop_blocker
@@ -173,24 +174,10 @@ class HFBackend:
     # -- tokenisation (lm-eval's rules) ---------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        bos = self.tokenizer.bos_token
-        if bos and text.startswith(bos):
-            return self.tokenizer.encode(text, add_special_tokens=False)
-        return self.tokenizer.encode(text)
+        return tokenization.encode(self.tokenizer, text)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        if not context:
-            continuation_ids = self.tokenizer.encode(continuation, add_special_tokens=False)
-            if continuation_ids and continuation_ids[0] == self.prefix_token_id:
-                return continuation_ids[:1], continuation_ids[1:]
-            return [self.prefix_token_id], continuation_ids
-        stripped = context.rstrip()
-        if len(stripped) < len(context):
-            continuation = context[len(stripped):] + continuation
-            context = stripped
-        whole = self.encode(context + continuation)
-        context_ids = self.encode(context)
-        return context_ids, whole[len(context_ids):]
+        return tokenization.encode_pair(self.tokenizer, context, continuation, self.prefix_token_id)
 
     # -- scoring --------------------------------------------------------------------------------
 
