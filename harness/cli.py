@@ -80,6 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--chat-model", help="also render through this model's chat template")
     _add_data_options(show)
 
+    tune = commands.add_parser("tune", help="instruction-tune a model on a FLAN-style mixture of the tasks")
+    tune.add_argument("--base", required=True, help="base model: local folder or hub id")
+    tune.add_argument("--held-out", required=True, metavar="CLUSTER[,...]",
+                      help="clusters kept out of training (with their related clusters)")
+    tune.add_argument("--steps", type=_positive_int, required=True, help="optimizer steps")
+    tune.add_argument("--out", type=Path, required=True, help="folder for the tuned checkpoint")
+    tune.add_argument("--tasks", default="builtin", help="tasks and/or clusters to train on (default: builtin)")
+    tune.add_argument("--cap", type=_positive_int, default=3000, help="examples per task at most (default 3000)")
+    tune.add_argument("--total", type=_positive_int, help="scale the mixture to N examples in all")
+    tune.add_argument("--fewshot-fraction", type=float, default=0.5, help="share of few-shot examples (default 0.5)")
+    tune.add_argument("--max-shots", type=int, default=3, help="most exemplars in a few-shot example (default 3)")
+    tune.add_argument("--chat", choices=("auto", "on", "off"), default="auto",
+                      help="render examples through the base tokenizer's chat template (auto: when it has one)")
+    tune.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    tune.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (default 0)")
+    tune.add_argument("--batch-size", type=_positive_int, default=8, help="examples per micro-batch (default 8)")
+    tune.add_argument("--grad-accum", type=_positive_int, default=1, help="micro-batches per step (default 1)")
+    tune.add_argument("--max-length", type=_positive_int, default=1024, help="tokens per example and packed row")
+    tune.add_argument("--packing", choices=("packed", "padded"), default="packed")
+    tune.add_argument("--lora-r", type=_positive_int, help="train a LoRA of this rank (merged into the saved "
+                      "weights) instead of every weight")
+    tune.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    tune.add_argument("--seed", type=int, default=0, help="mixture and training seed (default 0)")
+    tune.add_argument("--save-every", type=int, default=100,
+                      help="steps between resumable checkpoints in --out (default 100; 0: none)")
+    tune.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    tune.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
+    _add_data_options(tune)
+
     templates = commands.add_parser("templates", help="import template files from other formats")
     template_commands = templates.add_subparsers(dest="templates_command", required=True)
     promptsource = template_commands.add_parser(
@@ -139,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.commands import tasks_command
 
             tasks_command(args, console)
+        elif args.command == "tune":
+            from harness.commands import tune_command
+
+            tune_command(args, console)
         elif args.command == "templates":
             from harness.commands import templates_command
 
@@ -150,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        error_console.print("[yellow]interrupted[/]: finished samples are saved; rerun the same command to resume")
+        saved = ("checkpoints are saved every --save-every steps; rerun with --resume to continue"
+                 if args.command == "tune" else "finished samples are saved; rerun the same command to resume")
+        error_console.print(f"[yellow]interrupted[/]: {saved}")
         return 130
 
 

@@ -123,3 +123,54 @@ def templates_command(args: argparse.Namespace, console: Console) -> None:
         console.print(f"[dim]note[/] {escape(file_name)}: {escape(note)}", highlight=False)
     console.print(f"converted {len(report.written)} of {report.total} templates ({kind} task {args.task!r}) "
                   f"into [bold]{escape(str(out))}[/]", highlight=False)
+
+
+def tune_command(args: argparse.Namespace, console: Console) -> None:
+    """`harness tune`: mixture table, training with a progress bar, checkpoint + training_manifest.json."""
+    from harness.tune.mixture import MixtureConfig, expand_held_out, mixture_table
+    from harness.tune.run import prepare_mixture, prepare_output, train_and_record
+    from harness.tune.trainer import TrainConfig
+
+    registry = Registry(args.task_dir)
+    held_out = tuple(c.strip() for c in args.held_out.split(",") if c.strip())
+    if not held_out:
+        raise HarnessError("--held-out needs at least one cluster name (see `harness tasks`)")
+    expand_held_out(registry, held_out)  # an unknown cluster fails before any model loads
+    mixture_config = MixtureConfig(
+        held_out_clusters=held_out, tasks=args.tasks, examples_per_task_cap=args.cap, total_examples=args.total,
+        fewshot_fraction=args.fewshot_fraction, max_shots=args.max_shots, seed=args.seed,
+        data_dirs=tuple(str(Path(d).resolve()) for d in args.data_dir),
+        data_folders=tuple((task, str(Path(folder).resolve())) for task, folder in args.data),
+    )
+    train_config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        warmup_steps=args.warmup_steps, max_length=args.max_length, packing=args.packing, seed=args.seed,
+        bf16=args.bf16, lora={"r": args.lora_r} if args.lora_r else None, lora_save="merged",
+        save_every=max(args.save_every, 0), log_every=1,
+    )
+    train_config.validate()
+    state = prepare_output(args.out, args.base, args.resume)
+    with console.status("building the training mixture"):
+        mixture = prepare_mixture(registry, args.base, mixture_config, args.chat)
+    console.print(mixture_table(mixture))
+    if state.resume_from is not None:
+        console.print(f"resuming from [bold]{escape(str(state.resume_from))}[/]", highlight=False)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tokens/s"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("training", total=args.steps, loss="-", speed="-")
+
+        def advance(p) -> None:
+            progress.update(bar, completed=p.step, total=p.steps, loss=f"{p.loss:.4f}", speed=f"{p.tokens_per_s:.0f}")
+
+        result = train_and_record(mixture, args.base, train_config, args.out, state, on_progress=advance)
+    if result.summary is None:
+        console.print(f"[bold]{escape(str(args.out))}[/] already holds this finished tuning; nothing to do",
+                      highlight=False)
+    else:
+        s = result.summary
+        console.print(f"trained {s.steps} steps: final loss {s.final_loss:.4f}, {s.tokens_seen} tokens, "
+                      f"{s.tokens_per_s:.0f} tokens/s", highlight=False)
+    console.print(f"checkpoint: [bold]{escape(str(args.out))}[/]  manifest: {escape(str(result.manifest_path))} "
+                  f"(mixture {result.manifest.mixture_hash[:12]})", highlight=False)

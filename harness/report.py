@@ -18,7 +18,8 @@ def score_table(record: dict[str, Any]) -> Table:
     """One line per (task, template), one column per shot count: the primary metric, mean ± stderr (%)."""
     shots = sorted({s["shots"] for s in record["scores"]})
     table = Table(title=f"{record['run_id']}  ({record['model']['model']})", title_justify="left")
-    for column in ("cluster", "task", "template", "metric"):
+    labelled = any("seen_status" in s for s in record["scores"])  # the model has a training manifest
+    for column in ("cluster", "task", "template", *(["seen"] if labelled else []), "metric"):
         table.add_column(column)
     for k in shots:
         table.add_column(f"{k}-shot", justify="right")
@@ -26,9 +27,11 @@ def score_table(record: dict[str, Any]) -> Table:
     for score in _ungrouped(record):
         rows[(score["cluster"], score["task"], score["template"])][score["shots"]] = score
     for (cluster, task, template), by_shots in sorted(rows.items()):
-        metric = primary_metric(next(iter(by_shots.values())))
+        first = next(iter(by_shots.values()))
+        metric = primary_metric(first)
         cells = [_cell(by_shots[k]["metrics"][metric]) if k in by_shots else "" for k in shots]
-        table.add_row(cluster, task, template, metric, *cells)
+        seen = [first.get("seen_status", "").replace("_", " ")] if labelled else []
+        table.add_row(cluster, task, template, *seen, metric, *cells)
     return table
 
 

@@ -24,6 +24,7 @@ from harness.prompts import PromptRenderer, RenderedRow, Turn, chat_messages, pl
 from harness.registry import PROJECT_ROOT, Registry, short_hash
 from harness.results import RunStore, environment_info
 from harness.tasks import Task, Template
+from harness.tune.manifest import TrainingManifest, read_manifest, seen_status
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,12 @@ def _score_entry(members: list[PlannedSample], samples: dict[str, dict[str, Any]
     return {"n": len(members), "metrics": metrics}
 
 
-def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    """Scores per (task, template, shots), and per value of each `report_by` row field."""
+def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], seed: int,
+              manifest: TrainingManifest | None = None) -> list[dict[str, Any]]:
+    """Scores per (task, template, shots), and per value of each `report_by` row field.
+
+    With the checkpoint's training manifest, each entry also says how its (task, template) relates
+    to the training: `seen_status` (see `harness.tune.manifest.seen_status`)."""
     groups: dict[tuple[str, str, int, str, str], list[PlannedSample]] = {}
     for sample in plan:
         base = (sample.task.name, sample.template.id, sample.shots)
@@ -243,6 +248,8 @@ def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], see
             "task": task_name, "cluster": task.cluster, "template": template_id, "template_hash": template.hash,
             "template_tags": asdict(template.tags), "shots": shots,
         }
+        if manifest is not None:
+            entry["seen_status"] = seen_status(manifest, task_name, template_id, template.hash, task.cluster)
         if field:
             entry["group"] = {"field": field, "value": value}
         entry.update(_score_entry(members, samples, seed))
@@ -251,9 +258,12 @@ def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], see
 
 
 def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dict[str, Split], chat: bool,
-             batch_tokens: int | None) -> dict[str, Any]:
-    """What the run computes; equal specs mean equal results, so resume compares specs."""
-    return {
+             batch_tokens: int | None, manifest: TrainingManifest | None = None) -> dict[str, Any]:
+    """What the run computes; equal specs mean equal results, so resume compares specs.
+
+    A tuned checkpoint's manifest enters the spec (mixture hash, held-out clusters), so a checkpoint
+    re-tuned into the same folder never resumes into the old run; untuned models' specs lack the key."""
+    spec = {
         "harness_version": __version__,
         "model": backend.describe(),
         "config": {**asdict(config), "chat_applied": chat},
@@ -273,6 +283,32 @@ def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dic
             for t in tasks
         ],
     }
+    if manifest is not None:
+        spec["training_manifest"] = manifest_summary(manifest)
+    return spec
+
+
+def manifest_summary(manifest: TrainingManifest) -> dict[str, Any]:
+    """What a run record keeps of the checkpoint's training manifest."""
+    return {"mixture_hash": manifest.mixture_hash, "held_out_requested": list(manifest.held_out_requested),
+            "held_out_clusters": list(manifest.held_out_clusters), "base_model": manifest.base_model,
+            "base_weights_hash": manifest.base_weights_hash}
+
+
+def checkpoint_manifest(backend: Backend) -> TrainingManifest | None:
+    """The training manifest beside a local model folder, or None (a hub id, an untuned model)."""
+    local_path = backend.describe().get("local_path")
+    return read_manifest(Path(local_path)) if local_path else None
+
+
+def warn_contamination(manifest: TrainingManifest, tasks: list[Task]) -> None:
+    """Log every evaluated task that the manifest says was trained on although its cluster was held out."""
+    trained = {record.name: record for record in manifest.tasks}
+    for task in tasks:
+        if task.cluster in manifest.held_out_clusters and task.name in trained:
+            log.warning("contamination: task %r is in held-out cluster %r, yet the checkpoint was trained on it "
+                        "(%d examples, training manifest cluster %r); its held-out scores are not held out",
+                        task.name, task.cluster, trained[task.name].examples, trained[task.name].cluster)
 
 
 def default_run_id(model: str, spec: dict[str, Any]) -> str:
@@ -296,14 +332,21 @@ def run(
     """Plan, execute (resuming if the run directory has finished samples) and record one run."""
     started = time.time()
     tasks = registry.select(config.tasks)
+    manifest = checkpoint_manifest(backend)
+    if manifest is not None:
+        warn_contamination(manifest, tasks)
     planner = Planner(config, backend)
+    tuned_chat = manifest.mixture_config.get("chat") if manifest is not None else None
+    if isinstance(tuned_chat, bool) and tuned_chat != planner.chat:
+        log.warning("the checkpoint was tuned with chat %s and is evaluated with chat %s: its seen templates are "
+                    "not rendered as in training", "on" if tuned_chat else "off", "on" if planner.chat else "off")
     plan: list[PlannedSample] = []
     evaluation_splits: dict[str, Split] = {}
     for task in tasks:
         evaluation, pool = load_task_splits(task, config)
         evaluation_splits[task.name] = evaluation
         plan += planner.plan_task(task, evaluation, pool)
-    spec = run_spec(config, backend, tasks, evaluation_splits, planner.chat, batch_tokens)
+    spec = run_spec(config, backend, tasks, evaluation_splits, planner.chat, batch_tokens, manifest)
     directory = out / (run_id or default_run_id(spec["model"]["model"], spec))
     store = RunStore(directory, spec, overwrite=overwrite)
     resumed = len(store.samples)
@@ -319,7 +362,7 @@ def run(
         "status": "complete",
         "environment": environment_info(PROJECT_ROOT),
         "counts": {"samples": len(plan)},
-        "scores": summarize(plan, store.samples, config.seed),
+        "scores": summarize(plan, store.samples, config.seed, manifest),
         "timings": {
             "started_unix": started, "finished_unix": finished_at, "resumed_samples": resumed,
             "plan_seconds": planned_at - started, "inference_seconds": finished_at - planned_at,

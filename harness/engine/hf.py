@@ -32,13 +32,15 @@ T = TypeVar("T")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_LENGTH = 2048
+WEIGHTS_PATTERNS = ("*.safetensors", "*.bin")
+"""The files `weights_sha256` covers (HFBackend.describe, training manifests)."""
 
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _files_digest(folder: Path, patterns: Sequence[str]) -> str | None:
+def files_digest(folder: Path, patterns: Sequence[str]) -> str | None:
     """sha256 over the named files of a model folder, so a run record pins the exact weights."""
     files = sorted(f for p in patterns for f in folder.glob(p) if f.is_file())
     if not files:
@@ -105,7 +107,7 @@ class HFBackend:
         self._weights_digest: Future[str | None] | None = None
         if Path(model).is_dir():
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights-sha256")
-            self._weights_digest = pool.submit(_files_digest, Path(model), ["*.safetensors", "*.bin"])
+            self._weights_digest = pool.submit(files_digest, Path(model), WEIGHTS_PATTERNS)
             pool.shutdown(wait=False)  # the thread ends with the hash; describe() waits for it
         if self.device.type == "cpu":
             # Denormal floats make CPU matmuls many times slower; flushing them changes nothing measurable.
@@ -151,7 +153,7 @@ class HFBackend:
             "tokenizer": {
                 "class": type(self.tokenizer).__name__,
                 "vocab_size": len(self.tokenizer),
-                "files_sha256": _files_digest(folder, ["tokenizer*.json", "*.model", "special_tokens_map.json"])
+                "files_sha256": files_digest(folder, ["tokenizer*.json", "*.model", "special_tokens_map.json"])
                 if local else None,
                 "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest()[:16]
                 if isinstance(chat_template, str) else None,

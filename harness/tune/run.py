@@ -1,0 +1,145 @@
+"""`harness tune`: a mixture from the evaluation tasks, training, and the manifest beside the checkpoint.
+
+The steps, each usable on its own (the CLI prints between them; the library never prints):
+
+1. `prepare_output` checks the output folder: a fresh run needs an empty (or new) folder; with
+   `resume` it finds the latest resumable `checkpoint-<step>`, or reports that the folder already
+   holds the finished checkpoint of this very tuning.
+2. `prepare_mixture` builds the mixture with the base tokenizer's chat template when chat applies
+   (auto: when the tokenizer has one), so training prompts are the prompts evaluation renders.
+3. `train_and_record` trains and writes `training_manifest.json` beside the final weights, last:
+   a folder with a manifest is a finished checkpoint, and evaluation labels its scores by it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness.engine.hf import WEIGHTS_PATTERNS, files_digest
+from harness.errors import HarnessError
+from harness.registry import Registry
+from harness.tune.manifest import MANIFEST_FILE, TrainingManifest, manifest_from_mixture, read_manifest, write_manifest
+from harness.tune.mixture import Mixture, MixtureConfig, build_mixture, tokenizer_chat_template
+from harness.tune.trainer import _RESUME_FREE, STATE_DIR, Progress, TrainConfig, TrainSummary, train
+
+log = logging.getLogger(__name__)
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+@dataclass(frozen=True)
+class OutputState:
+    """What the output folder holds: nothing to continue, a checkpoint to resume, or a finished run."""
+
+    resume_from: Path | None = None
+    finished: TrainingManifest | None = None
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    manifest: TrainingManifest
+    manifest_path: Path
+    summary: TrainSummary | None  # None: the folder already held this finished tuning
+    resumed_from: Path | None
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The resumable `checkpoint-<step>` with the highest step in `out`, if any."""
+    found = []
+    for child in out.iterdir() if out.is_dir() else ():
+        match = _CHECKPOINT.fullmatch(child.name)
+        if match and (child / STATE_DIR / "state.json").is_file():
+            found.append((int(match.group(1)), child))
+    return max(found)[1] if found else None
+
+
+def prepare_output(out: Path, base: str, resume: bool) -> OutputState:
+    """Refuse to overwrite a folder that is not this tuning's; see the module docstring."""
+    if Path(base).exists() and out.resolve() == Path(base).resolve():
+        raise HarnessError(f"--out {out} is the base model's folder; write the tuned checkpoint elsewhere")
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out} is a file, not a folder")
+    if not resume:
+        if out.is_dir() and any(out.iterdir()):
+            raise HarnessError(f"--out {out} is not empty; pass --resume to continue the tuning there, "
+                               "or choose another folder")
+        return OutputState()
+    finished = read_manifest(out)
+    if finished is not None:
+        return OutputState(finished=finished)
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        log.warning("--resume: %s holds no checkpoint yet; training from step 0", out)
+    return OutputState(resume_from=checkpoint)
+
+
+def load_base_tokenizer(base: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(base)
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HarnessError(f"--base {base}: cannot load its tokenizer ({first_line}); pass a model folder, "
+                           "or a hub id when online") from None
+
+
+def resolve_chat(chat: str, tokenizer: Any) -> bool:
+    """--chat auto|on|off against the tokenizer, as evaluation resolves it (`Planner`)."""
+    if chat not in ("auto", "on", "off"):
+        raise HarnessError(f"--chat must be auto, on or off, got {chat!r}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat == "on" and not has_template:
+        raise HarnessError("--chat on: the base model's tokenizer has no chat template; use --chat off")
+    return chat != "off" and has_template
+
+
+def prepare_mixture(registry: Registry, base: str, config: MixtureConfig, chat: str) -> Mixture:
+    """The mixture rendered with the base tokenizer's chat template when chat applies."""
+    tokenizer = load_base_tokenizer(base)
+    use_chat = resolve_chat(chat, tokenizer)
+    return build_mixture(registry, replace(config, chat=use_chat),
+                         tokenizer_chat_template(tokenizer) if use_chat else None)
+
+
+def base_weights_hash(base: str) -> str | None:
+    """sha256 of a local base model's weight files, as `HFBackend.describe()["weights_sha256"]`
+    computes it; None for a hub id (its commit pins it instead)."""
+    folder = Path(base)
+    return files_digest(folder, WEIGHTS_PATTERNS) if folder.is_dir() else None
+
+
+def hyperparameters(config: TrainConfig) -> dict[str, Any]:
+    """The training settings that change the weights (checkpoint and log intervals do not)."""
+    return {k: v for k, v in asdict(config).items() if k not in _RESUME_FREE}
+
+
+def build_manifest(mixture: Mixture, base: str, config: TrainConfig) -> TrainingManifest:
+    return manifest_from_mixture(mixture, base, base_weights_hash(base), hyperparameters=hyperparameters(config),
+                                 seeds={"train": config.seed})
+
+
+def _same_tuning(a: TrainingManifest, b: TrainingManifest) -> bool:
+    keys = ("base_weights_hash", "mixture_hash", "hyperparameters", "seeds")
+    return all(asdict(a)[k] == asdict(b)[k] for k in keys)
+
+
+def train_and_record(
+    mixture: Mixture, base: str, config: TrainConfig, out: Path, state: OutputState,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> TuneResult:
+    """Train on the mixture (or continue from `state.resume_from`) and write the manifest last."""
+    manifest = build_manifest(mixture, base, config)
+    if state.finished is not None:
+        if not _same_tuning(state.finished, manifest):
+            raise HarnessError(f"--resume: {out} holds a finished checkpoint of a different tuning (base weights, "
+                               "mixture, hyperparameters or seeds differ); choose another --out")
+        log.info("%s already holds this finished tuning; nothing to do", out)
+        return TuneResult(state.finished, out / MANIFEST_FILE, None, None)
+    pairs = [(e.prompt, e.completion) for e in mixture.examples]
+    summary = train(pairs, base, config, out, resume_from=state.resume_from, on_progress=on_progress)
+    return TuneResult(manifest, write_manifest(out, manifest), summary, state.resume_from)
