@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness.errors import HarnessError
 from harness.registry import Registry
 from harness.report import cluster_table, group_table, score_table, task_list_table
-from harness.runner import Planner, RunConfig, load_task_splits, run
+from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits, run
 
 
 def _builtin_models(console: Console) -> list[str]:
@@ -76,17 +76,10 @@ def tasks_command(args: argparse.Namespace, console: Console) -> None:
             _show_prompts(task, shots, args.row, args.seed, backend, console, data)
 
 
-class _PlainBackend:
-    """Stands in for a model when prompts are shown without one: no chat template."""
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> None:
-        return None
-
-
 def _show_prompts(task, shots: int, row: int, seed: int, backend, console: Console, data: dict) -> None:
     config = RunConfig(tasks=task.name, shots=(shots,), limit=row + 1, seed=seed, chat="on" if backend else "off",
                        **data)
-    planner = Planner(config, backend or _PlainBackend())
+    planner = Planner(config, backend or NoChatTemplate())
     evaluation, pool = load_task_splits(task, config)
     samples = [s for s in planner.plan_task(task, evaluation, pool) if s.row_id == evaluation.ids[row]]
     layout = "chat" if backend else "plain"

@@ -96,8 +96,7 @@ def _load_file(path: str, split: str) -> list[dict[str, Any]]:
         raise HarnessError(f"{path}: data file not found; fix 'data.files' in the task file")
     if Path(path).stat().st_size == 0:
         return []  # `datasets` cannot infer a schema from nothing; the caller reports the empty split
-    import datasets
-
+    datasets = quiet_datasets()
     builder, options = _FORMATS[suffix]
     try:
         dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
@@ -106,8 +105,16 @@ def _load_file(path: str, split: str) -> list[dict[str, Any]]:
     return [dict(r) for r in dataset]
 
 
-def _load_hub(task: Task, split: str) -> list[dict[str, Any]]:
+def quiet_datasets() -> Any:
+    """`datasets`, with its progress bars off: the library never draws on the terminal (the CLI does)."""
     import datasets
+
+    datasets.disable_progress_bars()
+    return datasets
+
+
+def _load_hub(task: Task, split: str) -> list[dict[str, Any]]:
+    datasets = quiet_datasets()
 
     try:
         dataset = datasets.load_dataset(task.data.hub_path, task.data.hub_name, split=split)

@@ -25,6 +25,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from harness.data import quiet_datasets
 from harness.errors import HarnessError
 from harness.metrics import rouge_l
 from harness.tasks import Task
@@ -199,9 +200,7 @@ def read_task(path: Path, per_task: int = DEFAULT_INSTANCES_PER_TASK) -> list[di
 def _hub_rows(task: Task, per_task: int, listed: list[str] | None) -> list[list[dict[str, Any]]]:
     """Rows from the hub copy (online only): references regrouped by instance id, no examples or categories."""
     try:
-        import datasets
-
-        dataset = datasets.load_dataset(HUB_ID, split="test")
+        dataset = quiet_datasets().load_dataset(HUB_ID, split="test")
     except Exception as exc:  # offline, moved or renamed: all end the same way for the user
         raise HarnessError(f"{task.path}: no NIv2 folder given and the hub copy {HUB_ID!r} cannot be loaded "
                            f"({type(exc).__name__}); {_FOLDER_HINT}") from None

@@ -46,6 +46,7 @@ import jinja2
 import yaml
 
 from harness.errors import HarnessError
+from harness.registry import load_yaml
 
 SEPARATOR = "|||"
 PROMPTSOURCE_TRUNCATION = 2048
@@ -169,15 +170,7 @@ class PromptsourceFile:
 
 def read_templates(path: Path) -> PromptsourceFile:
     """Parse a promptsource `templates.yaml`; malformed entries are listed, not fatal."""
-    try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise HarnessError(f"{path}{where}: invalid promptsource YAML ({problem})") from None
-    except OSError as exc:
-        raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
+    loaded = load_yaml(path, _Loader, "promptsource YAML")
     if not isinstance(loaded, dict) or not isinstance(loaded.get("templates") or {}, dict):
         raise HarnessError(f"{path}: not a promptsource templates.yaml (expected a 'templates' mapping)")
     templates, unreadable = [], []

@@ -58,16 +58,21 @@ def short_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def load_yaml(path: Path, loader: Any = _YAML_LOADER, what: str = "YAML") -> Any:
+    """Parse a YAML file; a syntax error or an unreadable file is one line naming file and line."""
     try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise HarnessError(f"{path}{where}: invalid YAML ({problem}); fix the file syntax") from None
+        raise HarnessError(f"{path}{where}: invalid {what} ({problem}); fix the file syntax") from None
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    loaded = load_yaml(path)
     if not isinstance(loaded, dict):
         raise HarnessError(f"{path}: expected a mapping of fields at the top level")
     return loaded

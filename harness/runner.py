@@ -87,6 +87,13 @@ def select_templates(task: Task, spec: str) -> list[Template]:
     return chosen
 
 
+class NoChatTemplate:
+    """Stands in for a backend when prompts are rendered without a model (plain layout only)."""
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> None:
+        return None
+
+
 class Planner:
     """Renders every sample of a run: zero/k-shot, plain or through the model's chat template."""
 

@@ -16,7 +16,7 @@ import pytest
 
 from harness.cli import main
 from harness.registry import Registry
-from harness.runner import Planner, RunConfig, load_task_splits
+from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits
 
 HELDOUT = Path(__file__).resolve().parent / "data" / "heldout"
 SHARED_SUPERGLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "superglue"
@@ -51,13 +51,6 @@ TASKS: dict[str, tuple[str, str, str, tuple[str, ...], list[int]]] = {
     "arc_easy": ("closed_book_qa", "test", "train", ("id", "question", "choices", "answerKey"), [0, 2, 0]),
     "arc_challenge": ("closed_book_qa", "test", "train", ("id", "question", "choices", "answerKey"), [0, 2, 1]),
 }
-
-
-class NoChatTemplate:
-    """A backend stand-in for plain prompts: rendering needs no model weights."""
-
-    def apply_chat_template(self, messages):
-        return None
 
 
 @pytest.fixture(scope="module")

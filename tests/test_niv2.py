@@ -23,7 +23,7 @@ from harness.errors import HarnessError
 from harness.metrics import flatten, mean_and_stderr
 from harness.niv2 import load_rows, niv2_metric
 from harness.registry import PROJECT_ROOT, load_task
-from harness.runner import Planner, RunConfig, load_task_splits
+from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits
 from harness.runner import run as run_harness
 from harness.tasks import Task
 
@@ -51,13 +51,6 @@ ENCODINGS = {  # template id -> ni_collator settings (add_task_name, add_task_de
     "def_pos2_neg2": (False, True, 2, 2, False),
     "def_pos2_neg2_expl": (False, True, 2, 2, True),
 }
-
-
-class NoChatTemplate:
-    """A backend stand-in for plain prompts: rendering needs no model weights."""
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")

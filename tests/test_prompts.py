@@ -11,14 +11,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.prompts import PromptRenderer
 from harness.registry import Registry
-from harness.runner import Planner, RunConfig, load_task_splits
-
-
-class NoChatTemplate:
-    """A backend stand-in for plain prompts: rendering needs no model weights."""
-
-    def apply_chat_template(self, messages):
-        return None
+from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits
 
 
 @pytest.fixture(scope="module")
