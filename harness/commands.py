@@ -10,9 +10,10 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness.analysis import template_sensitivity
 from harness.errors import HarnessError
 from harness.registry import Registry
-from harness.report import cluster_table, group_table, score_table, task_list_table
+from harness.report import cluster_table, group_table, score_table, sensitivity_table, task_list_table
 from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits, run
 
 
@@ -52,6 +53,9 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
                                     overwrite=args.overwrite, progress=advance, batch_tokens=args.batch_tokens)
         console.print(score_table(record))
+        sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
+        if sensitivity:
+            console.print(sensitivity_table(sensitivity))
         if any("group" in score for score in record["scores"]):
             console.print(group_table(record))
         console.print(f"run record: [bold]{directory}[/]")

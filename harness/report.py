@@ -24,7 +24,7 @@ def score_table(record: dict[str, Any]) -> Table:
     for k in shots:
         table.add_column(f"{k}-shot", justify="right")
     rows: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
-    for score in _ungrouped(record):
+    for score in ungrouped(record):
         rows[(score["cluster"], score["task"], score["template"])][score["shots"]] = score
     for (cluster, task, template), by_shots in sorted(rows.items()):
         first = next(iter(by_shots.values()))
@@ -35,7 +35,7 @@ def score_table(record: dict[str, Any]) -> Table:
     return table
 
 
-def _ungrouped(record: dict[str, Any]) -> list[dict[str, Any]]:
+def ungrouped(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in record["scores"] if "group" not in s]
 
 
@@ -74,7 +74,7 @@ def cluster_table(records: list[dict[str, Any]]) -> Table:
         table.add_column(record["run_id"], justify="right")
     cells: dict[tuple[str, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for position, record in enumerate(records):
-        for score in _ungrouped(record):
+        for score in ungrouped(record):
             metric = score["metrics"][primary_metric(score)]
             cells[(score["cluster"], score["shots"])][position].append(metric["mean"])
     for (cluster, shots), by_run in sorted(cells.items()):
@@ -91,4 +91,18 @@ def task_list_table(clusters: dict[str, list[Task]]) -> Table:
         for task in tasks:
             source = "built-in" if task.data.generator else "files" if task.data.files else "hub"
             table.add_row(cluster, task.name, task.kind, str(len(task.templates)), ", ".join(task.metrics), source)
+    return table
+
+
+def sensitivity_table(rows: list[dict[str, Any]]) -> Table:
+    """Template sensitivity per task and shot count, as T0 reports it (percent)."""
+    table = Table(title="template sensitivity (primary metric across templates, %)", title_justify="left")
+    for column in ("task", "shots", "templates", "median", "IQR", "min-max", "best", "worst"):
+        table.add_column(column, justify="right" if column in ("shots", "templates", "median") else "left")
+    for row in rows:
+        table.add_row(
+            row["task"], str(row["shots"]), str(row["templates"]), f"{100 * row['median']:.1f}",
+            f"{100 * row['q1']:.1f}-{100 * row['q3']:.1f}", f"{100 * row['min']:.1f}-{100 * row['max']:.1f}",
+            row["best_template"] or "-", row["worst_template"] or "-",
+        )
     return table
