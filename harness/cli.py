@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "procedural suite; 'all': every task (hub tasks need a network or --data)")
     run.add_argument("--shots", type=_shots, default=(0,), help="shot counts, e.g. 0,5 (default 0)")
     run.add_argument("--templates", default="all", help="'all' or template ids, comma-separated")
+    run.add_argument("--seen", metavar="TASKS",
+                     help="task and/or cluster names the model was tuned on, for a model without a "
+                          "training_manifest.json: scores are labelled seen, held out task (another task of the "
+                          "cluster is seen) or held out cluster")
     run.add_argument("--limit", type=_positive_int, help="evaluate only the first N rows of each task")
     run.add_argument("--seed", type=int, default=1234, help="few-shot and bootstrap seed")
     run.add_argument("--out", type=Path, default=Path("results"), help="parent folder of run directories")
@@ -89,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--tasks", default="builtin", help="tasks and/or clusters to train on (default: builtin)")
     tune.add_argument("--cap", type=_positive_int, default=3000, help="examples per task at most (default 3000)")
     tune.add_argument("--total", type=_positive_int, help="scale the mixture to N examples in all")
+    tune.add_argument("--held-out-templates", type=int, default=0, metavar="N",
+                      help="keep N templates of every trained task out of training (seeded), to measure seen "
+                           "tasks under unseen wordings (default 0)")
     tune.add_argument("--fewshot-fraction", type=float, default=0.5, help="share of few-shot examples (default 0.5)")
     tune.add_argument("--max-shots", type=int, default=3, help="most exemplars in a few-shot example (default 3)")
     tune.add_argument("--chat", choices=("auto", "on", "off"), default="auto",
@@ -107,7 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="steps between resumable checkpoints in --out (default 100; 0: none)")
     tune.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     tune.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
+    tune.add_argument("--sweep", choices=("clusters",),
+                      help="FLAN's ablation: tune on 1, 2, ... k of the other clusters, evaluate the base model "
+                           "and each checkpoint on the held-out clusters, and write --out/sweep.json")
+    tune.add_argument("--sweep-order", metavar="CLUSTER[,...]",
+                      help="the order in which --sweep adds clusters (default: a seeded shuffle of all of them)")
+    tune.add_argument("--eval-limit", type=_positive_int, help="--sweep: rows per held-out task (default: all)")
+    tune.add_argument("--eval-shots", type=_shots, default=(0,), help="--sweep: shot counts to evaluate "
+                      "(default 0)")
     _add_data_options(tune)
+
+    compare = commands.add_parser("compare", help="compare runs sample by sample, each later run against the first")
+    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders (RUN_A RUN_B [RUN_C ...])")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    compare.add_argument("--resamples", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    compare.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
+    compare.add_argument("--json", type=Path, metavar="PATH", help="also write the comparison as JSON")
+
+    report = commands.add_parser("report", help="one self-contained HTML page of plots and tables (and a Markdown "
+                                 "summary) for runs, each later run against the first")
+    report.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders; the first is the baseline")
+    report.add_argument("--out", type=Path, required=True, help="folder for report.html and report.md")
+    report.add_argument("--sweep", type=Path, metavar="PATH",
+                        help="a cluster sweep folder (or its sweep.json) to draw held-out score against clusters")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    report.add_argument("--title", help="the page title (default: Evaluation report)")
 
     templates = commands.add_parser("templates", help="import template files from other formats")
     template_commands = templates.add_subparsers(dest="templates_command", required=True)
@@ -176,6 +207,14 @@ def main(argv: list[str] | None = None) -> int:
             from harness.commands import templates_command
 
             templates_command(args, console)
+        elif args.command == "compare":
+            from harness.commands import compare_command
+
+            compare_command(args, console)
+        elif args.command == "report":
+            from harness.commands import report_command
+
+            report_command(args, console)
         return 0
     except HarnessError as exc:
         if args.debug:

@@ -18,10 +18,20 @@ from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits,
 
 
 def _builtin_models(console: Console) -> list[str]:
-    from harness.builtin.tiny_models import builtin_models
+    """The built-in base model and its tuned version, built on first use (a few CPU minutes)."""
+    from harness.builtin.pretrained import builtin_pair
 
-    with console.status("building the built-in tiny models (cached after the first time)"):
-        return [str(path) for path in builtin_models().values()]
+    with _training_progress(console) as progress:
+        bar = progress.add_task("", total=None, loss="-", speed="-", visible=False)
+
+        def stage(message: str, steps: int) -> None:
+            console.print(f"first use: {message} (cached afterwards)", highlight=False)
+            progress.update(bar, description=message.split(" ")[0], completed=0, total=steps, visible=True)
+
+        def advance(p) -> None:
+            progress.update(bar, completed=p.step, loss=f"{p.loss:.4f}", speed=f"{p.tokens_per_s:.0f}")
+
+        return [str(path) for path in builtin_pair(stage=stage, on_progress=advance).values()]
 
 
 def run_command(args: argparse.Namespace, console: Console) -> None:
@@ -38,7 +48,13 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
     models = args.model or _builtin_models(console)
     if args.run_id and len(models) > 1:
         raise HarnessError("--run-id names one run directory; give one --model with it")
-    records = []
+    if args.seen is not None:
+        from harness.runner import declare_seen, refuse_seen_with_manifest
+
+        declare_seen(registry, args.seen)  # an unknown name or a tuned checkpoint fails before any model loads
+        for model in models:
+            refuse_seen_with_manifest(model if Path(model).is_dir() else None)
+    records, directories = [], []
     for model in models:
         with console.status(f"loading {model}"):
             backend = HFBackend(model, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens)
@@ -51,16 +67,115 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
                 progress.update(bar, completed=finished, total=total)
 
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
-                                    overwrite=args.overwrite, progress=advance, batch_tokens=args.batch_tokens)
+                                    overwrite=args.overwrite, progress=advance, batch_tokens=args.batch_tokens,
+                                    seen=args.seen)
         console.print(score_table(record))
         sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
         if sensitivity:
             console.print(sensitivity_table(sensitivity))
         if any("group" in score for score in record["scores"]):
             console.print(group_table(record))
+        _print_generalization(directory, record, config.seed, console)
         console.print(f"run record: [bold]{directory}[/]")
         records.append(record)
+        directories.append(directory)
     console.print(cluster_table(records))
+    _print_tuned_against_base(directories, config.seed, console)
+
+
+def _print_tuned_against_base(directories: list[Path], seed: int, console: Console) -> None:
+    """With several models, each later one that has seen/held-out labels against the first, by label."""
+    from harness.compare import compare_by_seen_status, run_label
+    from harness.report import generalization_table
+    from harness.results import load_run
+
+    runs = [load_run(directory) for directory in directories]
+    for (record, samples), directory in zip(runs[1:], directories[1:], strict=True):
+        if any(score.get("seen_status") for score in record["scores"]):
+            labels = (run_label(runs[0][0], directories[0].name), run_label(record, directory.name))
+            try:
+                rows = compare_by_seen_status(runs[0], (record, samples), seed=seed, labels=labels)
+            except HarnessError as exc:  # e.g. no shared samples: the runs themselves are saved and fine
+                console.print(f"[dim]no generalization table: {escape(str(exc))}[/]", highlight=False)
+                continue
+            console.print(generalization_table(rows, *labels, confidence=0.95))
+
+
+def _print_generalization(directory: Path, record: dict, seed: int, console: Console) -> None:
+    """The seen/held-out and zero/few-shot tables, each only when the run has something to show in it."""
+    from harness.analysis import cluster_scores, generalization_gap, shots_curve
+    from harness.report import gap_table, seen_cluster_table, shots_table
+    from harness.results import load_run
+
+    if any(score.get("seen_status") for score in record["scores"]):
+        _, samples = load_run(directory)
+        console.print(seen_cluster_table(cluster_scores(record, samples, seed=seed), confidence=0.95))
+    gap = [row for row in generalization_gap(record) if row["gap"] is not None]
+    if gap:
+        console.print(gap_table(gap))
+    if len({score["shots"] for score in record["scores"]}) > 1:
+        console.print(shots_table(shots_curve(record)))
+
+
+def compare_command(args: argparse.Namespace, console: Console) -> None:
+    """`harness compare RUN_A RUN_B [RUN_C ...]`: every later run against the first, paired by sample."""
+    from harness.compare import compare_runs, run_label
+    from harness.report import comparison_table, comparison_task_table
+    from harness.results import load_run, write_json_atomic
+
+    if len(args.runs) < 2:
+        raise HarnessError("harness compare needs at least two run folders: RUN_A RUN_B [RUN_C ...]")
+    runs = [load_run(directory) for directory in args.runs]
+    names = [directory.name for directory in args.runs]
+    if len(set(names)) < len(names):  # same folder name under different parents: keep the paths apart
+        names = [str(directory) for directory in args.runs]
+    labels = [run_label(record, name) for (record, _), name in zip(runs, names, strict=True)]
+    comparisons = [
+        compare_runs(runs[0], other, seed=args.seed, resamples=args.resamples, confidence=args.confidence,
+                     labels=(labels[0], label))
+        for other, label in zip(runs[1:], labels[1:], strict=True)
+    ]
+    for comparison in comparisons:
+        console.print(comparison_table(comparison))
+        console.print(comparison_task_table(comparison))
+        console.print(f"{comparison['shared_samples']} shared samples; only in A: {comparison['only_a']}, "
+                      f"only in B: {comparison['only_b']}", highlight=False)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.json, {"runs": [str(d) for d in args.runs], "comparisons": comparisons})
+        console.print(f"comparison: [bold]{escape(str(args.json))}[/]", highlight=False)
+
+
+def report_command(args: argparse.Namespace, console: Console) -> None:
+    """`harness report RUN [RUN ...] --out DIR`: report.html (plots, tables) and report.md, key tables printed."""
+    from harness.html_report import CONFIDENCE, build_report, load_runs, load_sweep, write_html, write_markdown
+    from harness.report import comparison_table, gap_table, seen_cluster_table, sweep_table, text_table
+
+    if args.out.exists() and not args.out.is_dir():
+        raise HarnessError(f"--out {args.out}: is a file; give a folder for report.html and report.md")
+    runs = load_runs(args.runs)
+    sweep = load_sweep(args.sweep) if args.sweep else None
+    with console.status("computing intervals and drawing plots"):
+        report = build_report(runs, sweep, seed=args.seed, title=args.title)
+    grids = {grid.id: grid for grid in report.tables}
+    console.print(text_table("runs", grids["table-runs"].columns, grids["table-runs"].rows, grids["table-runs"].right))
+    for label, rows in report.data["cluster_scores"].items():
+        console.print(f"[bold]{escape(label)}[/]", highlight=False)
+        console.print(seen_cluster_table(rows, confidence=CONFIDENCE))
+    for comparison in report.data["comparisons"]:
+        console.print(comparison_table(comparison))
+    for label, rows in report.data["generalization_gap"].items():
+        gap = [row for row in rows if row["gap"] is not None]
+        if gap:
+            console.print(f"[bold]{escape(label)}[/]", highlight=False)
+            console.print(gap_table(gap))
+    if report.data["sweep"] is not None:
+        console.print(sweep_table(report.data["sweep"]))
+    for what, why in report.omitted:
+        console.print(f"[dim]left out[/] {escape(what)}: {escape(why)}", highlight=False)
+    html_path = write_html(report, args.out / "report.html")
+    markdown_path = write_markdown(report, args.out / "report.md")
+    console.print(f"report: [bold]{escape(str(html_path))}[/]  summary: {escape(str(markdown_path))}", highlight=False)
 
 
 def tasks_command(args: argparse.Namespace, console: Console) -> None:
@@ -122,13 +237,12 @@ def templates_command(args: argparse.Namespace, console: Console) -> None:
                   f"into [bold]{escape(str(out))}[/]", highlight=False)
 
 
-def tune_command(args: argparse.Namespace, console: Console) -> None:
-    """`harness tune`: mixture table, training with a progress bar, checkpoint + training_manifest.json."""
-    from harness.tune.mixture import MixtureConfig, expand_held_out, mixture_table
-    from harness.tune.run import prepare_mixture, prepare_output, train_and_record
+def _tune_configs(args: argparse.Namespace, registry: Registry):
+    """(held-out clusters, mixture config, train config) from `harness tune`'s flags, checked before
+    any model loads."""
+    from harness.tune.mixture import MixtureConfig, expand_held_out
     from harness.tune.trainer import TrainConfig
 
-    registry = Registry(args.task_dir)
     held_out = tuple(c.strip() for c in args.held_out.split(",") if c.strip())
     if not held_out:
         raise HarnessError("--held-out needs at least one cluster name (see `harness tasks`)")
@@ -136,6 +250,7 @@ def tune_command(args: argparse.Namespace, console: Console) -> None:
     mixture_config = MixtureConfig(
         held_out_clusters=held_out, tasks=args.tasks, examples_per_task_cap=args.cap, total_examples=args.total,
         fewshot_fraction=args.fewshot_fraction, max_shots=args.max_shots, seed=args.seed,
+        held_out_templates=args.held_out_templates,
         data_dirs=tuple(str(Path(d).resolve()) for d in args.data_dir),
         data_folders=tuple((task, str(Path(folder).resolve())) for task, folder in args.data),
     )
@@ -146,16 +261,33 @@ def tune_command(args: argparse.Namespace, console: Console) -> None:
         save_every=max(args.save_every, 0), log_every=1,
     )
     train_config.validate()
+    return held_out, mixture_config, train_config
+
+
+def _training_progress(console: Console) -> Progress:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tokens/s"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True)
+
+
+def tune_command(args: argparse.Namespace, console: Console) -> None:
+    """`harness tune`: mixture table, training with a progress bar, checkpoint + training_manifest.json."""
+    from harness.tune.mixture import mixture_table
+    from harness.tune.run import prepare_mixture, prepare_output, train_and_record
+
+    registry = Registry(args.task_dir)
+    if args.sweep:
+        sweep_command(args, registry, console)
+        return
+    _, mixture_config, train_config = _tune_configs(args, registry)
     state = prepare_output(args.out, args.base, args.resume)
     with console.status("building the training mixture"):
         mixture = prepare_mixture(registry, args.base, mixture_config, args.chat)
     console.print(mixture_table(mixture))
     if state.resume_from is not None:
         console.print(f"resuming from [bold]{escape(str(state.resume_from))}[/]", highlight=False)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tokens/s"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with _training_progress(console) as progress:
         bar = progress.add_task("training", total=args.steps, loss="-", speed="-")
 
         def advance(p) -> None:
@@ -171,3 +303,42 @@ def tune_command(args: argparse.Namespace, console: Console) -> None:
                       f"{s.tokens_per_s:.0f} tokens/s", highlight=False)
     console.print(f"checkpoint: [bold]{escape(str(args.out))}[/]  manifest: {escape(str(result.manifest_path))} "
                   f"(mixture {result.manifest.mixture_hash[:12]})", highlight=False)
+
+
+def sweep_command(args: argparse.Namespace, registry: Registry, console: Console) -> None:
+    """`harness tune --sweep clusters`: tune on 1..k clusters, evaluate each on the held-out ones."""
+    from harness.engine import HFBackend
+    from harness.report import sweep_table
+    from harness.tune.sweep import SWEEP_FILE, SweepCallbacks, plan_sweep, run_sweep
+
+    held_out, mixture_config, train_config = _tune_configs(args, registry)
+    if args.resume:
+        raise HarnessError("--sweep resumes by itself (rerun the same command); drop --resume")
+    order = tuple(c.strip() for c in args.sweep_order.split(",") if c.strip()) if args.sweep_order else None
+    plan = plan_sweep(registry, held_out, args.tasks, order, args.seed)
+    eval_config = RunConfig(tasks=",".join(plan.held_out), shots=args.eval_shots, limit=args.eval_limit,
+                            chat=args.chat, data_dirs=mixture_config.data_dirs,
+                            data_folders=mixture_config.data_folders)
+    console.print(f"sweep: held out {', '.join(plan.held_out)}; clusters added in the order "
+                  f"{', '.join(plan.order)}", highlight=False)
+    with _training_progress(console) as progress:
+        bar = progress.add_task("", total=None, loss="-", speed="-", visible=False)
+
+        def stage(message: str) -> None:
+            console.print(message, highlight=False)
+            progress.update(bar, description=message.split(":")[0], completed=0, total=None, visible=False)
+
+        def training(p) -> None:
+            progress.update(bar, completed=p.step, total=p.steps, loss=f"{p.loss:.4f}",
+                            speed=f"{p.tokens_per_s:.0f}", visible=True)
+
+        def evaluation(phase: str, finished: int, total: int) -> None:
+            progress.update(bar, completed=finished, total=total, loss="-", speed="-", visible=True)
+
+        sweep = run_sweep(registry, args.base, plan, mixture_config, train_config, eval_config, args.out, args.chat,
+                          lambda model: HFBackend(model),
+                          SweepCallbacks(stage, training, evaluation))
+    console.print(sweep_table(sweep))
+    base_run = escape(str(args.out / "runs" / "clusters-00"))
+    console.print(f"sweep written to [bold]{escape(str(args.out / SWEEP_FILE))}[/]; draw it with "
+                  f"`harness report {base_run} ... --sweep {escape(str(args.out))}`", highlight=False)

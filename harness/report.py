@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Container, Sequence
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harness.tasks import Task
 
@@ -105,4 +108,138 @@ def sensitivity_table(rows: list[dict[str, Any]]) -> Table:
             f"{100 * row['q1']:.1f}-{100 * row['q3']:.1f}", f"{100 * row['min']:.1f}-{100 * row['max']:.1f}",
             row["best_template"] or "-", row["worst_template"] or "-",
         )
+    return table
+
+
+def _label(status: str | None) -> str:
+    return status.replace("_", " ") if status else "-"
+
+
+def _interval(row: dict[str, Any]) -> str:
+    return f"{100 * row['mean']:.1f} [{100 * row['low']:.1f}, {100 * row['high']:.1f}]"
+
+
+def seen_cluster_table(rows: list[dict[str, Any]], confidence: float) -> Table:
+    """`analysis.cluster_scores`: per cluster, shot count and seen/held-out label, mean [interval] (%)."""
+    table = Table(title=f"per-cluster score by seen/held-out (primary metric, mean over tasks and templates, "
+                        f"{100 * confidence:g}% bootstrap interval, %)", title_justify="left")
+    for column in ("cluster", "shots", "seen", "metric", "tasks", "samples", "score"):
+        table.add_column(column, justify="right" if column in ("shots", "tasks", "samples", "score") else "left")
+    for row in rows:
+        table.add_row(escape(row["cluster"]), str(row["shots"]), _label(row["seen_status"]), row["metric"],
+                      str(row["tasks"]), str(row["samples"]), _interval(row))
+    return table
+
+
+def gap_table(rows: list[dict[str, Any]]) -> Table:
+    """`analysis.generalization_gap`: per shot count, the mean under each label and seen minus held-out (%)."""
+    table = Table(title="generalization gap (mean primary metric of (task, template) scores per label, %)",
+                  title_justify="left")
+    labels = ("seen", "held_out_template", "held_out_task", "held_out_cluster")
+    for column in ("shots", *(_label(label) for label in labels), "gap"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = [f"{100 * row[label]:.1f}" if row[label] is not None else "-" for label in labels]
+        gap = f"{100 * row['gap']:+.1f}" if row["gap"] is not None else "-"
+        table.add_row(str(row["shots"]), *cells, gap)
+    return table
+
+
+def shots_table(rows: list[dict[str, Any]]) -> Table:
+    """`analysis.shots_curve`: one line per task (and "(all)"), one column per shot count (%)."""
+    shots = sorted({row["shots"] for row in rows})
+    table = Table(title="zero- vs few-shot (primary metric, mean over templates, %)", title_justify="left")
+    for column in ("cluster", "task", "metric"):
+        table.add_column(column)
+    for k in shots:
+        table.add_column(f"{k}-shot", justify="right")
+    lines: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        lines[(row["cluster"], row["task"], row["metric"])][row["shots"]] = row["mean"]
+    for (cluster, task, metric), means in lines.items():
+        table.add_row(escape(cluster), task, metric, *(f"{100 * means[k]:.1f}" if k in means else "" for k in shots))
+    return table
+
+
+def _delta(row: dict[str, Any]) -> Text:
+    """b - a with its interval, in points; significant ones (interval excludes 0) bold, coloured and starred."""
+    text = f"{100 * row['delta']:+.1f} [{100 * row['low']:+.1f}, {100 * row['high']:+.1f}]"
+    if not row["significant"]:
+        return Text(text)
+    return Text(f"{text} *", style="bold green" if row["delta"] > 0 else "bold red")
+
+
+def comparison_table(comparison: dict[str, Any]) -> Table:
+    """`compare.compare_runs`: overall and per-cluster scores of both runs and the delta (%)."""
+    runs = f"A = {escape(comparison['a'])}, B = {escape(comparison['b'])}"
+    table = Table(title=f"{runs}: per cluster (primary metric, mean over tasks, %; delta = B - A "
+                        f"[{100 * comparison['confidence']:g}% paired bootstrap interval], * the interval excludes 0)",
+                  title_justify="left")
+    _comparison_columns(table, "cluster")
+    overall = comparison["overall"]
+    table.add_row("(overall)", ",".join(str(k) for k in overall["shots"]), *_comparison_cells(overall),
+                  end_section=True)
+    for row in comparison["clusters"]:
+        table.add_row(escape(row["cluster"]), str(row["shots"]), *_comparison_cells(row))
+    return table
+
+
+def comparison_task_table(comparison: dict[str, Any]) -> Table:
+    """`compare.compare_runs`: per task and shot count, both runs' scores and the delta (%)."""
+    runs = f"A = {escape(comparison['a'])}, B = {escape(comparison['b'])}"
+    table = Table(title=f"{runs}: per task (primary metric, mean over templates, %)", title_justify="left")
+    _comparison_columns(table, "cluster", "task")
+    for row in comparison["tasks"]:
+        table.add_row(escape(row["cluster"]), row["task"], str(row["shots"]), *_comparison_cells(row))
+    return table
+
+
+def _comparison_columns(table: Table, *names: str) -> None:
+    for name in names:
+        table.add_column(name)
+    for name in ("shots", "metric", "n", "A", "B", "delta"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+
+
+def _comparison_cells(row: dict[str, Any]) -> list[Any]:
+    return [row["metric"], str(row["n"]), f"{100 * row['a']:.1f}", f"{100 * row['b']:.1f}", _delta(row)]
+
+
+def text_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], right: Container[int] = (),
+               row_styles: Sequence[str] = ()) -> Table:
+    """A table whose cells are already formatted (the HTML report's), for the terminal; cells are
+    escaped, since task and path names may hold rich markup brackets."""
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(escape(column), justify="right" if index in right else "left")
+    for index, row in enumerate(rows):
+        style = row_styles[index] if index < len(row_styles) else ""
+        table.add_row(*(escape(cell) for cell in row), style=style or None)
+    return table
+
+
+def sweep_table(sweep: dict[str, Any]) -> Table:
+    """FLAN's cluster ablation as rows: clusters trained on, and the held-out score with its interval."""
+    held = ", ".join(sweep["held_out_clusters"])
+    table = Table(title=f"Cluster sweep: held-out score on {held}", title_justify="left")
+    for column in ("clusters", "trained on", "metric", "held-out score [95% interval] (%)"):
+        table.add_column(column, justify="left" if column in ("trained on", "metric") else "right")
+    for point in sweep["points"]:
+        table.add_row(str(point["n_clusters"]), ", ".join(point["trained_clusters"]) or "(base model)",
+                      point["metric"], _interval(point))
+    return table
+
+
+def generalization_table(rows: list[dict[str, Any]], label_a: str, label_b: str, confidence: float) -> Table:
+    """`compare.compare_by_seen_status`: base (A) against tuned (B) per seen/held-out label and cluster."""
+    table = Table(title=f"Generalization: B = {escape(label_b)} against A = {escape(label_a)}, by what B was "
+                        f"tuned on (primary metric, %; delta = B - A [{100 * confidence:g}% paired bootstrap "
+                        "interval], * the interval excludes 0)", title_justify="left")
+    for name in ("B's label", "cluster", "shots", "metric", "n", "A", "B", "delta"):
+        table.add_column(name, justify="left" if name in ("B's label", "cluster", "metric") else "right")
+    for index, row in enumerate(rows):
+        last_of_label = index + 1 == len(rows) or rows[index + 1]["seen_status"] != row["seen_status"]
+        shots = row["shots"] if isinstance(row["shots"], int) else ",".join(str(k) for k in row["shots"])
+        table.add_row(_label(row["seen_status"]), escape(row["cluster"]), str(shots), *_comparison_cells(row),
+                      style="bold" if row["cluster"] == "(overall)" else None, end_section=last_of_label)
     return table

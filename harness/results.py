@@ -62,6 +62,18 @@ def environment_info(project_root: Path) -> dict[str, Any]:
 class RunStore:
     """The durable state of one run directory."""
 
+    @staticmethod
+    def completed(directory: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """The record of a complete run of this very spec in `directory`, else None; a complete run of
+        another spec is an error (a workflow that reruns its steps must not mix two commands' runs)."""
+        if not (directory / "run.json").exists():
+            return None
+        record, _ = load_run(directory)
+        if {k: record.get(k) for k in spec} != json.loads(json.dumps(spec)):
+            raise HarnessError(f"{directory}: holds a complete run of a different command (model, tasks, templates, "
+                               "shots or seed differ); remove it or choose another output folder")
+        return record
+
     def __init__(self, directory: Path, spec: dict[str, Any], overwrite: bool = False) -> None:
         self.directory = directory
         self.samples_path = directory / "samples.jsonl"
@@ -137,10 +149,29 @@ class RunStore:
 
 def load_run(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A complete run's record and samples, for analysis and comparison."""
+    if not directory.is_dir():
+        raise HarnessError(f"{directory}: no such run folder; pass a folder that `harness run` wrote")
     run_path = directory / "run.json"
+    if not run_path.exists() and not (directory / "spec.json").exists():
+        raise HarnessError(f"{directory}: not a run folder (no run.json); pass a folder that `harness run` wrote")
     if not run_path.exists():
         raise HarnessError(f"{directory}: no run.json; the run is incomplete (rerun its command to finish it)")
-    record = json.loads(run_path.read_text(encoding="utf-8"))
-    with (directory / "samples.jsonl").open(encoding="utf-8") as handle:
-        samples = [json.loads(line) for line in handle]
+    samples_path = directory / "samples.jsonl"
+    if not samples_path.exists():
+        raise HarnessError(f"{samples_path}: missing beside run.json; the run folder is damaged (rerun its command "
+                           "with --overwrite)")
+    try:
+        record = json.loads(run_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"{run_path}: not valid JSON ({exc}); rerun its command with --overwrite") from None
+    if not isinstance(record, dict) or not isinstance(record.get("scores"), list):
+        raise HarnessError(f"{run_path}: not a run record (no 'scores' list); pass a folder that `harness run` wrote")
+    samples = []
+    with samples_path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                samples.append(json.loads(line))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise HarnessError(f"{samples_path} line {number}: not valid JSON ({exc}); "
+                                   "rerun its command with --overwrite") from None
     return record, samples

@@ -24,7 +24,7 @@ from harness.prompts import PromptRenderer, RenderedRow, Turn, chat_messages, pl
 from harness.registry import PROJECT_ROOT, Registry, short_hash
 from harness.results import RunStore, environment_info
 from harness.tasks import Task, Template
-from harness.tune.manifest import TrainingManifest, read_manifest, seen_status
+from harness.tune.manifest import MANIFEST_FILE, DeclaredSeen, TrainingManifest, read_manifest, seen_status
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +237,13 @@ def _score_entry(members: list[PlannedSample], samples: dict[str, dict[str, Any]
 
 
 def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], seed: int,
-              manifest: TrainingManifest | None = None) -> list[dict[str, Any]]:
+              manifest: TrainingManifest | None = None, declared: DeclaredSeen | None = None,
+              ) -> list[dict[str, Any]]:
     """Scores per (task, template, shots), and per value of each `report_by` row field.
 
     With the checkpoint's training manifest, each entry also says how its (task, template) relates
-    to the training: `seen_status` (see `harness.tune.manifest.seen_status`)."""
+    to the training: `seen_status` (see `harness.tune.manifest.seen_status`); with tasks declared
+    by `--seen` instead, the label comes from the declaration (`DeclaredSeen.status`)."""
     groups: dict[tuple[str, str, int, str, str], list[PlannedSample]] = {}
     for sample in plan:
         base = (sample.task.name, sample.template.id, sample.shots)
@@ -257,6 +259,8 @@ def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], see
         }
         if manifest is not None:
             entry["seen_status"] = seen_status(manifest, task_name, template_id, template.hash, task.cluster)
+        elif declared is not None:
+            entry["seen_status"] = declared.status(task_name, task.cluster)
         if field:
             entry["group"] = {"field": field, "value": value}
         entry.update(_score_entry(members, samples, seed))
@@ -265,11 +269,14 @@ def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], see
 
 
 def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dict[str, Split], chat: bool,
-             batch_tokens: int | None, manifest: TrainingManifest | None = None) -> dict[str, Any]:
+             batch_tokens: int | None, manifest: TrainingManifest | None = None,
+             declared: DeclaredSeen | None = None) -> dict[str, Any]:
     """What the run computes; equal specs mean equal results, so resume compares specs.
 
     A tuned checkpoint's manifest enters the spec (mixture hash, held-out clusters), so a checkpoint
-    re-tuned into the same folder never resumes into the old run; untuned models' specs lack the key."""
+    re-tuned into the same folder never resumes into the old run; untuned models' specs lack the key.
+    Tasks declared seen with `--seen` change the record's labels, so they enter the spec too, and
+    only when given: runs without them keep the specs (and run ids) they always had."""
     spec = {
         "harness_version": __version__,
         "model": backend.describe(),
@@ -292,6 +299,8 @@ def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dic
     }
     if manifest is not None:
         spec["training_manifest"] = manifest_summary(manifest)
+    if declared is not None:
+        spec["declared_seen"] = {"tasks": sorted(declared.tasks), "clusters": sorted(declared.clusters)}
     return spec
 
 
@@ -300,6 +309,28 @@ def manifest_summary(manifest: TrainingManifest) -> dict[str, Any]:
     return {"mixture_hash": manifest.mixture_hash, "held_out_requested": list(manifest.held_out_requested),
             "held_out_clusters": list(manifest.held_out_clusters), "base_model": manifest.base_model,
             "base_weights_hash": manifest.base_weights_hash}
+
+
+def declare_seen(registry: Registry, names: str) -> DeclaredSeen:
+    """The tasks and clusters named by `--seen` (task and/or cluster names, as `--tasks` takes them)."""
+    try:
+        tasks = registry.select(names)
+    except HarnessError as exc:
+        raise HarnessError(f"--seen: {exc}") from None
+    return DeclaredSeen(frozenset(t.name for t in tasks), frozenset(t.cluster for t in tasks))
+
+
+def refuse_seen_with_manifest(model_folder: str | Path | None) -> None:
+    """`--seen` and a training manifest would both label the scores; refuse the pair rather than let
+    one silently win."""
+    if model_folder is not None and (Path(model_folder) / MANIFEST_FILE).is_file():
+        raise HarnessError(f"{model_folder}: has a {MANIFEST_FILE}, which already labels seen and held-out "
+                           "tasks; drop --seen (it is for models without one)")
+
+
+def seen_source(manifest: TrainingManifest | None, declared: DeclaredSeen | None) -> str:
+    """Where a record's seen_status labels come from: "manifest", "--seen", or "none" (no labels)."""
+    return "manifest" if manifest is not None else "--seen" if declared is not None else "none"
 
 
 def checkpoint_manifest(backend: Backend) -> TrainingManifest | None:
@@ -335,10 +366,21 @@ def run(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     batch_tokens: int | None = None,
+    seen: str | None = None,
+    reuse_complete: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
-    """Plan, execute (resuming if the run directory has finished samples) and record one run."""
+    """Plan, execute (resuming if the run directory has finished samples) and record one run.
+
+    With `reuse_complete`, a complete run of the same spec in the run directory is returned as it is
+    (workflows such as the cluster sweep rerun every step and must find finished ones).
+
+    `seen` declares the tasks a model without a training manifest was tuned on (see `declare_seen`);
+    a checkpoint with a manifest is labelled by it, and both at once is refused."""
     started = time.time()
     tasks = registry.select(config.tasks)
+    declared = declare_seen(registry, seen) if seen is not None else None
+    if declared is not None:
+        refuse_seen_with_manifest(backend.describe().get("local_path"))
     manifest = checkpoint_manifest(backend)
     if manifest is not None:
         warn_contamination(manifest, tasks)
@@ -353,8 +395,10 @@ def run(
         evaluation, pool = load_task_splits(task, config)
         evaluation_splits[task.name] = evaluation
         plan += planner.plan_task(task, evaluation, pool)
-    spec = run_spec(config, backend, tasks, evaluation_splits, planner.chat, batch_tokens, manifest)
+    spec = run_spec(config, backend, tasks, evaluation_splits, planner.chat, batch_tokens, manifest, declared)
     directory = out / (run_id or default_run_id(spec["model"]["model"], spec))
+    if reuse_complete and not overwrite and (record := RunStore.completed(directory, spec)) is not None:
+        return directory, record
     store = RunStore(directory, spec, overwrite=overwrite)
     resumed = len(store.samples)
     if resumed:
@@ -367,9 +411,10 @@ def run(
         **spec,
         "run_id": directory.name,
         "status": "complete",
+        "seen_source": seen_source(manifest, declared),
         "environment": environment_info(PROJECT_ROOT),
         "counts": {"samples": len(plan)},
-        "scores": summarize(plan, store.samples, config.seed, manifest),
+        "scores": summarize(plan, store.samples, config.seed, manifest, declared),
         "timings": {
             "started_unix": started, "finished_unix": finished_at, "resumed_samples": resumed,
             "plan_seconds": planned_at - started, "inference_seconds": finished_at - planned_at,

@@ -77,6 +77,7 @@ class TrainingManifest:
     harness_version: str = __version__
     created: str = ""
     format_version: int = FORMAT_VERSION
+    trained_steps: int | None = None  # optimizer steps behind these weights (an intermediate checkpoint's)
 
     @property
     def examples(self) -> int:
@@ -123,6 +124,24 @@ def seen_status(manifest: TrainingManifest, task: str, template_id: str, templat
             trained = any(t.id == template_id and t.hash == template_hash for t in record.templates)
             return "seen" if trained else "held_out_template"
     return "held_out_task" if cluster in manifest.trained_clusters() else "held_out_cluster"
+
+
+@dataclass(frozen=True)
+class DeclaredSeen:
+    """Tasks a user says a model was tuned on (`harness run --seen`), for checkpoints with no manifest.
+
+    Published instruction-tuned models ship no training manifest, yet their papers list the training
+    tasks; declaring them lets such a model's scores be split seen / held-out like a tuned one's.
+    A declaration names tasks, not wordings, so it never yields held_out_template.
+    """
+
+    tasks: frozenset[str]
+    clusters: frozenset[str]
+
+    def status(self, task: str, cluster: str) -> SeenStatus:
+        if task in self.tasks:
+            return "seen"
+        return "held_out_task" if cluster in self.clusters else "held_out_cluster"
 
 
 def write_manifest(folder: Path, manifest: TrainingManifest) -> Path:
@@ -201,7 +220,15 @@ def _parse(raw: Any) -> TrainingManifest:
         harness_version=_get(raw, "harness_version", str),
         created=_get(raw, "created", str),
         format_version=version,
+        trained_steps=_optional_int(raw, "trained_steps"),
     )
+
+
+def _optional_int(raw: dict[str, Any], key: str) -> int | None:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise _Malformed(f"field {key!r} must be an integer or null")
+    return value
 
 
 def read_manifest(folder: Path) -> TrainingManifest | None:
