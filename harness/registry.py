@@ -41,7 +41,8 @@ _TASK_OPTIONAL = {
     "target_delimiter", "fewshot_delimiter", "metadata", "report_by", "related_clusters",
 }
 _DATA_KEYS = {
-    "generator", "seed", "sizes", "files", "hub", "loader", "options", "eval_split", "fewshot_split", "id_field",
+    "generator", "seed", "sizes", "files", "hub", "loader", "options", "eval_split", "fewshot_split", "train_split",
+    "id_field",
 }
 _TEMPLATE_REQUIRED = {"prompt", "tags"}
 _TEMPLATE_OPTIONAL = {"options", "target", "target_delimiter"}
@@ -173,8 +174,10 @@ def _parse_data(path: Path, raw: Any) -> DataSource:
     if "hub" in raw and "path" not in hub:
         raise HarnessError(f"{path}: field 'data.hub' needs a 'path' (the hub dataset id)")
     sizes = _expect(path, "data.sizes", raw.get("sizes", {}), dict, "a mapping of split -> row count")
-    if "generator" in raw and raw["eval_split"] not in sizes:
-        raise HarnessError(f"{path}: field 'data.sizes' must give a row count for split {raw['eval_split']!r}")
+    for split_field in ("eval_split", "fewshot_split", "train_split"):
+        if "generator" in raw and split_field in raw and raw[split_field] not in sizes:
+            raise HarnessError(f"{path}: field 'data.sizes' must give a row count for {split_field} "
+                               f"{raw[split_field]!r}")
     resolved_files = {
         split: str((path.parent / f).resolve()) if not Path(f).is_absolute() else f for split, f in files.items()
     }
@@ -190,6 +193,7 @@ def _parse_data(path: Path, raw: Any) -> DataSource:
         hub_path=hub.get("path"),
         hub_name=hub.get("name"),
         id_field=raw.get("id_field"),
+        train_split=_expect(path, "data.train_split", raw.get("train_split"), (str, type(None)), "a split name"),
     )
 
 

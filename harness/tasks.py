@@ -58,6 +58,15 @@ class DataSource:
     hub_path: str | None = None
     hub_name: str | None = None
     id_field: str | None = None
+    train_split: str | None = None
+
+    @property
+    def tuning_split(self) -> str | None:
+        """The split a tuning mixture draws from: `train_split` when given, else the few-shot pool.
+
+        A task can keep a small few-shot pool (its exemplars stay the same) and still offer tuning
+        many more rows, as the built-in suite does."""
+        return self.train_split or self.fewshot_split
 
     @property
     def origin(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def test_fewshot_and_options_fractions_on_a_big_mixture(registry):
     choice = "comparison,lexicon_classification,parity"
     mixture = build_mixture(registry, MixtureConfig(tasks=choice, fewshot_fraction=0.3, options_fraction=0.8,
                                                     max_shots=4, seed=7), None)
-    assert len(mixture.examples) == 5 * 64
+    assert len(mixture.examples) == 5 * 2000  # the tune split of each task
     fewshot = [e for e in mixture.examples if e.shots > 0]
     assert abs(len(fewshot) / len(mixture.examples) - 0.3) < 0.06
     assert {e.shots for e in fewshot} == {1, 2, 3, 4}
@@ -156,16 +157,16 @@ def test_fewshot_and_options_fractions_on_a_big_mixture(registry):
 
 
 GOLDEN = dict(task="compare_numbers", cluster="comparison", template_id="q_options", template_hash="e969f3e25f341999",
-              shots=2, options_shown=True, turned_around=False, row_id="5")
+              shots=2, options_shown=True, turned_around=False, row_id="1130")
 GOLDEN_PLAIN = (
-    "Which number is larger?\nOPTIONS:\n- 986\n- 252\nAnswer: 986\n\n"
-    "Which number is larger?\nOPTIONS:\n- 707\n- 723\nAnswer: 723\n\n"
-    "Which number is larger?\nOPTIONS:\n- 426\n- 447\nAnswer:"
+    "Which number is larger?\nOPTIONS:\n- 427\n- 163\nAnswer: 427\n\n"
+    "Which number is larger?\nOPTIONS:\n- 411\n- 104\nAnswer: 411\n\n"
+    "Which number is larger?\nOPTIONS:\n- 910\n- 317\nAnswer:"
 )
 GOLDEN_CHAT = (
-    "<s><|user|>\nWhich number is larger?\nOPTIONS:\n- 986\n- 252\nAnswer:\n<|assistant|>\n986</s>\n"
-    "<|user|>\nWhich number is larger?\nOPTIONS:\n- 707\n- 723\nAnswer:\n<|assistant|>\n723</s>\n"
-    "<|user|>\nWhich number is larger?\nOPTIONS:\n- 426\n- 447\nAnswer:\n<|assistant|>\n"
+    "<s><|user|>\nWhich number is larger?\nOPTIONS:\n- 427\n- 163\nAnswer:\n<|assistant|>\n427</s>\n"
+    "<|user|>\nWhich number is larger?\nOPTIONS:\n- 411\n- 104\nAnswer:\n<|assistant|>\n411</s>\n"
+    "<|user|>\nWhich number is larger?\nOPTIONS:\n- 910\n- 317\nAnswer:\n<|assistant|>\n"
 )
 
 
@@ -176,7 +177,7 @@ def test_golden_training_example(registry, chat_template, chat):
     example = mixture.examples[0]
     assert {k: getattr(example, k) for k in GOLDEN} == GOLDEN
     assert example.prompt == (GOLDEN_CHAT if chat else GOLDEN_PLAIN)
-    assert example.completion == ("447" if chat else " 447")
+    assert example.completion == ("910" if chat else " 910")
 
 
 @pytest.mark.parametrize("chat", [False, True])
@@ -186,12 +187,16 @@ def test_every_example_is_what_evaluation_shows_and_scores(registry, chat_templa
     config = MixtureConfig(tasks="parity,compare_length,list_max", examples_per_task_cap=12, chat=chat, seed=5)
     mixture = build_mixture(registry, config, chat_template if chat else None)
     backend = ChatFn(chat_template if chat else None)
+    splits = {name: load_split(registry.get(name), registry.get(name).data.tuning_split)
+              for name in {e.task for e in mixture.examples}}
     for example in mixture.examples:
-        task = registry.get(example.task)
-        split = load_split(task, "train")
+        task, split = registry.get(example.task), splits[example.task]
         planner = Planner(RunConfig(tasks=task.name, shots=(example.shots,), templates=example.template_id, seed=5,
                                     chat="on" if chat else "off"), backend)
-        sample = next(s for s in planner.plan_task(task, split, split) if s.row_id == example.row_id)
+        # The row alone, with the whole split as the exemplar pool, as evaluation plans each row.
+        position = split.ids.index(example.row_id)
+        row = replace(split, rows=split.rows[position:position + 1], ids=split.ids[position:position + 1])
+        (sample,) = planner.plan_task(task, row, split)
         prefix = planner.continuation_prefix(task, sample.template)
         assert example.prompt == sample.prompt
         if task.kind == "choice":
@@ -212,3 +217,26 @@ def test_table_shows_tasks_shares_and_held_out_clusters(user_registry):
     topic_line = next(line for line in text.splitlines() if "topic" in line and "topics_user" in line)
     assert [cell.strip() for cell in topic_line.split("│")[3:8]] == ["50", "1", "100%", "0%", "100%"]
     assert any("entail" in line and "held out" in line for line in text.splitlines())
+
+
+def test_suite_tasks_tune_on_their_own_split_and_keep_their_few_shot_pool(registry):
+    task = registry.tasks["parity"]
+    assert (task.data.fewshot_split, task.data.train_split, task.data.tuning_split) == ("train", "tune", "tune")
+    mixture = build_mixture(registry, MixtureConfig(tasks="parity", examples_per_task_cap=3000), None)
+    assert mixture.tasks[0].split == "tune" and mixture.task_counts() == {"parity": 2000}
+    pool = {row["idx"] for row in load_split(task, "train", None).rows}
+    assert len(pool) == 64, "the few-shot pool (and so every few-shot prompt) is unchanged by the tuning split"
+
+
+def test_held_out_templates_are_seeded_per_task_and_never_trained(registry):
+    config = MixtureConfig(tasks="parity,list_first", examples_per_task_cap=60, held_out_templates=2, seed=5)
+    mixture = build_mixture(registry, config, None)
+    for record in mixture.tasks:
+        all_ids = {t.id for t in registry.tasks[record.name].templates}
+        trained = {t.id for t in record.templates}
+        assert len(all_ids - trained) == 2, record.name
+        assert {e.template_id for e in mixture.examples if e.task == record.name} == trained
+    again = build_mixture(registry, config, None)
+    assert [t.templates for t in again.tasks] == [t.templates for t in mixture.tasks]
+    with pytest.raises(HarnessError, match="held_out_templates=6 leaves task 'parity' no template"):
+        build_mixture(registry, MixtureConfig(tasks="parity", held_out_templates=6), None)

@@ -50,13 +50,13 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Spy on the expensive step, so tests can tell a cache hit from a rebuild."""
     calls: list[Path] = []
-    real = tiny_models._write_model
+    real = tiny_models.write_random_model
 
     def spy(out: Path, *args, **kwargs) -> None:
         calls.append(out)
         real(out, *args, **kwargs)
 
-    monkeypatch.setattr(tiny_models, "_write_model", spy)
+    monkeypatch.setattr(tiny_models, "write_random_model", spy)
     return calls
 
 
@@ -169,18 +169,18 @@ def test_crash_mid_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_concurrent_builder_that_wins_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """If another builder renames its folder into place first, ours is discarded, not merged."""
-    real = tiny_models._write_model
+    real = tiny_models.write_random_model
     outer: list[Path] = []
 
     def racing(out: Path, *args, **kwargs) -> None:
         if not outer:
             outer.append(out)
-            monkeypatch.setattr(tiny_models, "_write_model", real)
+            monkeypatch.setattr(tiny_models, "write_random_model", real)
             winner = build_tiny_model("t", **SMALL)  # the "other process" finishes first
             (winner / "winner").write_text("1")
         real(out, *args, **kwargs)
 
-    monkeypatch.setattr(tiny_models, "_write_model", racing)
+    monkeypatch.setattr(tiny_models, "write_random_model", racing)
     path = build_tiny_model("t", **SMALL)
     assert (path / "winner").is_file()
     assert [p.name for p in path.parent.iterdir()] == [path.name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -66,6 +66,7 @@ def test_run_labels_scores_seen_or_held_out(tuned, tmp_path, capsys):
     record = json.loads(next(tmp_path.glob("*/run.json")).read_text())
     assert record["training_manifest"]["mixture_hash"] == manifest.mixture_hash
     assert record["training_manifest"]["held_out_clusters"] == ["comparison"]
+    assert record["seen_source"] == "manifest" and "declared_seen" not in record
     trained = {t.id for t in parity.templates}
     statuses = {(s["task"], s["template"]): s["seen_status"] for s in record["scores"]}
     for (task, template), status in statuses.items():
@@ -84,7 +85,7 @@ def test_untuned_model_scores_carry_no_seen_status(tiny_models, tmp_path, capsys
     assert main(["run", "--model", str(tiny_models["tiny-llama"]), "--tasks", "parity", "--templates", "completion",
                  "--limit", "1", "--out", str(tmp_path)]) == 0
     record = json.loads(next(tmp_path.glob("*/run.json")).read_text())
-    assert "training_manifest" not in record
+    assert "training_manifest" not in record and record["seen_source"] == "none"
     assert all("seen_status" not in s for s in record["scores"])
 
 
@@ -142,3 +143,15 @@ def test_bad_tune_input_is_one_line_and_exit_2(tiny_models, tmp_path, capsys, ex
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_intermediate_checkpoints_carry_their_own_manifest(tuned, tmp_path):
+    final, middle = read_manifest(tuned), read_manifest(tuned / "checkpoint-2")
+    assert final is not None and middle is not None
+    assert (final.trained_steps, middle.trained_steps) == (4, 2)
+    assert _stable(replace(middle, trained_steps=4)) == _stable(final)
+    # An intermediate checkpoint evaluates with the same seen/held-out labels as the final one.
+    assert main(["run", "--model", str(tuned / "checkpoint-2"), "--tasks", "parity", "--templates", "completion",
+                 "--limit", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads(next(tmp_path.glob("*/run.json")).read_text())
+    assert record["seen_source"] == "manifest" and record["scores"][0]["seen_status"] in ("seen", "held_out_template")

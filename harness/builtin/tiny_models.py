@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,7 @@ def _is_complete(path: Path) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in REQUIRED_FILES)
 
 
-def _write_model(out: Path, texts: list[str], chat: bool, seed: int, hidden_size: int, num_layers: int,
+def write_random_model(out: Path, texts: list[str], chat: bool, seed: int, hidden_size: int, num_layers: int,
                  num_heads: int, vocab_size: int, max_position_embeddings: int) -> None:
     """Save tokenizer and random weights into `out` (a private temporary folder)."""
     tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
@@ -200,21 +200,30 @@ def build_tiny_model(
 ) -> Path:
     """Build (or return the cached) HF-format folder of a tiny random Llama.
 
-    Returns cache_root()/models/<name>-<fingerprint>. Only complete folders ever appear at that path:
-    the build happens in a temporary sibling that is renamed into place with os.replace().
+    Returns cache_root()/models/<name>-<fingerprint>; see `build_cached`.
     """
     text_list = default_texts() if texts is None else list(texts)
     params = dict(seed=seed, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                   vocab_size=vocab_size, max_position_embeddings=max_position_embeddings)
     final = cache_root() / "models" / f"{name}-{_fingerprint(text_list, chat, **params)}"
+    return build_cached(final, lambda tmp: write_random_model(tmp, text_list, chat, **params), force=force)
+
+
+def build_cached(final: Path, write: Callable[[Path], None], *, force: bool = False) -> Path:
+    """Return `final` when it holds a complete model folder, else fill it by `write(tmp)`.
+
+    Only complete folders ever appear at `final`: `write` fills a private temporary sibling that is
+    renamed into place with os.replace(), so a crash or a concurrent builder never leaves a
+    half-written folder that looks complete.
+    """
     if _is_complete(final) and not force:
-        logger.debug("using cached tiny model %s", final)
+        logger.debug("using cached model %s", final)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        _write_model(tmp, text_list, chat, **params)
+        write(tmp)
         if final.exists() and (force or not _is_complete(final)):
             old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):  # another forced builder moved it already
@@ -228,12 +237,13 @@ def build_tiny_model(
             logger.debug("another builder finished %s first; keeping its copy", final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
-    logger.info("built tiny model %s", final)
+    logger.info("built %s", final)
     return final
 
 
 def builtin_models() -> dict[str, Path]:
-    """The default models of `harness run`: same tokenizer and weights, one with a chat template."""
+    """Random-weight models for tests and engine benchmarks: same tokenizer and weights, one with a
+    chat template. (The default models of `harness run` are pretrained: see `builtin.pretrained`.)"""
     texts = default_texts()
     return {
         "tiny-llama": build_tiny_model("tiny-llama", texts=texts),

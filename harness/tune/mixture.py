@@ -1,11 +1,13 @@
 """FLAN-style instruction-tuning mixtures, rendered by the evaluation code itself.
 
 A training example is made by `runner.Planner.plan_task` on a task's training split (its
-`fewshot_split`), so prompt and chat layout are byte for byte what evaluation shows for the same
-row, template and exemplars, and the completion is exactly what evaluation scores after that prompt
-(`continuation_prefix + answer_text`). Mixing follows FLAN: every task contributes min(rows, cap)
+`train_split`, else its `fewshot_split`), so prompt and chat layout are byte for byte what evaluation
+shows for the same row, template and exemplars, and the completion is exactly what evaluation scores
+after that prompt (`continuation_prefix + answer_text`). Mixing follows FLAN: every task contributes min(rows, cap)
 examples (examples-proportional mixing), each with a seeded template and a seeded shot count; held
-out clusters are excluded together with their related clusters (NLI with paraphrase).
+out clusters are excluded together with their related clusters (NLI with paraphrase), and
+`held_out_templates` wordings of every trained task are kept back, so evaluation can measure a seen
+task under instructions the model never saw.
 
 Every draw is seeded per task, so adding a task never changes another task's examples.
 """
@@ -60,6 +62,7 @@ class MixtureConfig:
     max_shots: int = 3
     options_fraction: float | None = None
     include_turned_around: bool = False
+    held_out_templates: int = 0
     chat: bool = False
     seed: int = 0
     fewshot_multiturn: bool = True
@@ -73,6 +76,7 @@ class MixtureConfig:
              "at least 1"),
             (0.0 <= self.fewshot_fraction <= 1.0, "fewshot_fraction", self.fewshot_fraction, "in [0, 1]"),
             (self.max_shots >= (self.fewshot_fraction > 0), "max_shots", self.max_shots, "at least 1 for few-shot"),
+            (self.held_out_templates >= 0, "held_out_templates", self.held_out_templates, "at least 0"),
             (self.options_fraction is None or 0.0 <= self.options_fraction <= 1.0, "options_fraction",
              self.options_fraction, "in [0, 1]"),
         ):
@@ -134,13 +138,29 @@ def expand_held_out(registry: Registry, requested: tuple[str, ...]) -> tuple[str
 def _why_not_trainable(task: Task, held_out: tuple[str, ...], templates: list[Template]) -> str | None:
     if task.cluster in held_out:
         return "held out"
-    if not task.data.fewshot_split:
-        return "no training split (data.fewshot_split)"
-    if task.data.fewshot_split == task.data.eval_split:
-        return f"its training split {task.data.fewshot_split!r} is its evaluation split"
+    if not task.data.tuning_split:
+        return "no training split (data.train_split or data.fewshot_split)"
+    if task.data.tuning_split == task.data.eval_split:
+        return f"its training split {task.data.tuning_split!r} is its evaluation split"
     if not templates:
         return "only turned-around templates (include_turned_around is off)"
     return None
+
+
+def _without_held_out_templates(task: Task, templates: list[Template], config: MixtureConfig) -> list[Template]:
+    """Drop `held_out_templates` of the task's templates, drawn by a seed of their own per task.
+
+    Drawn from all of the task's templates (not only the trainable ones), so the held-out wordings do
+    not change when turned-around templates are switched on or off; at least one template is kept.
+    """
+    if config.held_out_templates == 0:
+        return templates
+    if config.held_out_templates >= len(task.templates):
+        raise HarnessError(f"held_out_templates={config.held_out_templates} leaves task {task.name!r} no template "
+                           f"to train on (it has {len(task.templates)}); hold out fewer")
+    ids = sorted(t.id for t in task.templates)
+    held = set(random.Random(f"{config.seed}:{task.name}:held_out_templates").sample(ids, config.held_out_templates))
+    return [t for t in templates if t.id not in held]
 
 
 def allocate(sizes: dict[str, int], cap: int, total: int | None) -> dict[str, int]:
@@ -224,6 +244,7 @@ def build_mixture(registry: Registry, config: MixtureConfig, chat_template: Chat
     excluded: list[tuple[str, str, str]] = []
     for task in registry.select(config.tasks):
         templates = [t for t in task.templates if config.include_turned_around or not t.tags.turned_around]
+        templates = _without_held_out_templates(task, templates, config)
         reason = _why_not_trainable(task, held_out, templates)
         if reason:
             excluded.append((task.name, task.cluster, reason))
@@ -235,7 +256,7 @@ def build_mixture(registry: Registry, config: MixtureConfig, chat_template: Chat
                            "select other tasks or hold out fewer clusters")
     backend = _ChatBackend(chat_template)
     overrides = DataOverrides(config.data_dirs, config.data_folders)
-    splits = {task.name: load_split(task, task.data.fewshot_split or "", None, overrides) for task, _ in trainable}
+    splits = {task.name: load_split(task, task.data.tuning_split or "", None, overrides) for task, _ in trainable}
     counts = allocate({name: len(split) for name, split in splits.items()}, config.examples_per_task_cap,
                       config.total_examples)
     examples, summaries = [], []

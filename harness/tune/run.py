@@ -13,6 +13,7 @@ The steps, each usable on its own (the CLI prints between them; the library neve
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -141,5 +142,11 @@ def train_and_record(
         log.info("%s already holds this finished tuning; nothing to do", out)
         return TuneResult(state.finished, out / MANIFEST_FILE, None, None)
     pairs = [(e.prompt, e.completion) for e in mixture.examples]
-    summary = train(pairs, base, config, out, resume_from=state.resume_from, on_progress=on_progress)
-    return TuneResult(manifest, write_manifest(out, manifest), summary, state.resume_from)
+
+    def checkpoint_manifest(step: int) -> dict[str, str]:
+        return {MANIFEST_FILE: json.dumps(asdict(replace(manifest, trained_steps=step)), indent=2)}
+
+    summary = train(pairs, base, config, out, resume_from=state.resume_from, on_progress=on_progress,
+                    checkpoint_files=checkpoint_manifest)
+    final = replace(manifest, trained_steps=config.steps)
+    return TuneResult(final, write_manifest(out, final), summary, state.resume_from)

@@ -163,9 +163,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _save(folder: Path, model: Any, tokenizer: Any, meta: dict[str, Any], merged: bool,
-          state: dict[str, Any] | None) -> None:
-    """Write a loadable model folder (and, for a checkpoint, the resume state) atomically:
-    into a temporary sibling renamed into place, so a crash never leaves a half checkpoint."""
+          state: dict[str, Any] | None, extra_files: dict[str, str] | None = None) -> None:
+    """Write a loadable model folder (and, for a checkpoint, the resume state and `extra_files`)
+    atomically: into a temporary sibling renamed into place, so a crash never leaves a half checkpoint."""
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -177,6 +177,8 @@ def _save(folder: Path, model: Any, tokenizer: Any, meta: dict[str, Any], merged
         model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "train_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text, encoding="utf-8")
     if state is not None:
         (tmp / STATE_DIR).mkdir()
         if is_peft:
@@ -224,11 +226,14 @@ def train(
     *,
     resume_from: str | Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    checkpoint_files: Callable[[int], dict[str, str]] | None = None,
 ) -> TrainSummary:
     """Fine-tune `base_model` on `pairs`, save the result to `output_dir`, return a summary.
 
     Checkpoints (every `save_every` steps) go to `output_dir/checkpoint-<step>`; pass one as
-    `resume_from` with the same pairs and config to continue where it stopped.
+    `resume_from` with the same pairs and config to continue where it stopped. `checkpoint_files(step)`
+    gives files (name -> text) written into each checkpoint, such as its training manifest, so an
+    intermediate checkpoint evaluates with the same seen/held-out labels as the final one.
     """
     from accelerate import Accelerator
     from transformers import AutoTokenizer
@@ -306,7 +311,8 @@ def train(
                 folder = out / f"checkpoint-{done}"
                 _save(folder, accelerator.unwrap_model(model), tokenizer, meta, config.lora_save == "merged", {
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                    "progress": {"step": done, "tokens_seen": tokens_seen, "loss": loss_value}})
+                    "progress": {"step": done, "tokens_seen": tokens_seen, "loss": loss_value}},
+                    checkpoint_files(done) if checkpoint_files is not None else None)
                 checkpoints.append(str(folder))
             saving += time.perf_counter() - save_started  # tokens/s measures training, not disk writes
         if done % max(config.log_every, 1) == 0 or done == config.steps:
