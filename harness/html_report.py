@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import cluster_scores, generalization_gap, shots_curve, task_scores, template_sensitivity
-from harness.compare import compare_runs
+from harness.compare import compare_by_seen_status, compare_runs
 from harness.errors import HarnessError
 from harness.report import primary_metric, ungrouped
 from harness.results import load_run
@@ -238,11 +238,15 @@ def build_report(
     sensitivity = {label: template_sensitivity(r) for label, (r, _) in zip(labels, pairs, strict=True)}
     gaps = {label: generalization_gap(r) for label, (r, _) in zip(labels, pairs, strict=True) if labelled(r)}
     comparisons: list[tuple[str, dict[str, Any]]] = []
+    by_status: list[tuple[str, list[dict[str, Any]]]] = []
     omitted: list[tuple[str, str]] = []
     for label, pair in zip(labels[1:], pairs[1:], strict=True):
         try:
             comparisons.append((label, compare_runs(pairs[0], pair, seed=seed, resamples=RESAMPLES,
                                                     confidence=CONFIDENCE, labels=(labels[0], label))))
+            if labelled(pair[0]):
+                by_status.append((label, compare_by_seen_status(pairs[0], pair, seed=seed, resamples=RESAMPLES,
+                                                                confidence=CONFIDENCE, labels=(labels[0], label))))
         except HarnessError as exc:
             omitted.append((f"comparison {labels[0]} vs {label}", str(exc)))
 
@@ -278,7 +282,9 @@ def build_report(
         "of each point.", None if sweep is not None else "no --sweep given: no sweep curve",
         lambda: _sweep_figure(sweep))
 
-    tables = [_runs_grid(runs, labels), _cluster_grid(clusters, labels)]
+    tables = [_runs_grid(runs, labels)]
+    tables += [_generalization_grid(rows, labels[0], label, index) for index, (label, rows) in enumerate(by_status, 1)]
+    tables.append(_cluster_grid(clusters, labels))
     for index, (label, comparison) in enumerate(comparisons, start=1):
         tables += _comparison_grids(comparison, labels[0], label, index)
     if gaps:
@@ -294,7 +300,7 @@ def build_report(
                 f"{CONFIDENCE:.0%} bootstrap intervals ({RESAMPLES} resamples, seed {seed}); scores in percent.")
     data = {"labels": labels, "cluster_scores": clusters, "task_scores": tasks, "shots_curve": curves,
             "template_sensitivity": sensitivity, "generalization_gap": gaps,
-            "comparisons": [c for _, c in comparisons], "sweep": sweep}
+            "comparisons": [c for _, c in comparisons], "generalization": dict(by_status), "sweep": sweep}
     return Report(title or "Evaluation report", subtitle, tuple(plots), tuple(omitted), tuple(tables), data)
 
 
@@ -362,6 +368,19 @@ def _comparison_grids(comparison: dict[str, Any], base: str, label: str, index: 
                       ("cluster", "task", *columns[1:]), tuple(task_rows), frozenset({2, 4, 5, 6, 9}),
                       marks=tuple(_mark(row) for row in comparison.get("tasks", []))))
     return grids
+
+
+def _generalization_grid(rows: list[dict[str, Any]], base: str, label: str, index: int) -> Grid:
+    """`compare.compare_by_seen_status`: the tuned run against its base, split by what it was tuned on."""
+    columns = (f"{label}'s label", "cluster", "shots", "metric", base, label, "delta", f"{CONFIDENCE:.0%} interval",
+               "sig.", "n")
+    cells = tuple((row["seen_status"].replace("_", " "), row["cluster"], _shots_cell(row["shots"]),
+                   str(row.get("metric", "")), *_delta_cells(row)) for row in rows)
+    return Grid(f"table-generalization-{index}", f"Generalization: {label} against {base} by seen status", columns,
+                cells, frozenset({2, 4, 5, 6, 9}), note="Each label compares only the samples the tuned run scores "
+                "under it: seen templates of trained tasks, held-out templates of trained tasks, held-out tasks of "
+                "trained clusters, held-out clusters. Paired bootstrap; * marks a delta whose interval excludes zero.",
+                marks=tuple(_mark(row) for row in rows))
 
 
 def _shots_cell(shots: Any) -> str:

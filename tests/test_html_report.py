@@ -181,6 +181,14 @@ def test_tables_show_the_analysis_numbers(runs, report_dir):
     statuses = {row[3] for row in _cells(page, "table-clusters") if row[2] == "tuned"}
     assert statuses == {"seen", "held-out template", "held-out task", "held-out cluster"}
     assert [row[0] for row in _cells(page, "table-gap")] == ["tuned", "tuned"]
+    # The tuned run against the base split by its labels: each label's overall row first, then its clusters.
+    from harness.compare import compare_by_seen_status
+
+    expected = compare_by_seen_status(*load_run_pair(runs), labels=("base", "tuned"))
+    generalization = _cells(page, "table-generalization-1")
+    assert [(row[0], row[1]) for row in generalization] == [
+        (r["seen_status"].replace("_", " "), r["cluster"]) for r in expected]
+    assert [row[6] for row in generalization] == [f"{100 * r['delta']:+.1f}" for r in expected]
     assert {row[1] for row in _cells(page, "table-sensitivity")} == set(TASKS.split(","))
     assert [(row[0], row[1], row[3], row[4]) for row in _cells(page, "table-sweep")] == [
         ("0", "(base model)", "41.0", "[36.0, 46.0]"), ("1", "arithmetic", "48.0", "[43.0, 53.0]"),
