@@ -94,6 +94,15 @@ GENERATE_METRICS: dict[str, GenerateMetric | str] = {
 }
 
 
+# A declared metric that yields several values ranks a task by this one (its headline number).
+HEADLINE_VALUES = {"niv2": "niv2_rouge_l", "ifeval": "prompt_level_strict_acc"}
+
+
+def headline_value(metric: str) -> str:
+    """The value a task declaring `metric` first is ranked by (see HEADLINE_VALUES)."""
+    return HEADLINE_VALUES.get(metric, metric)
+
+
 def resolve_metric(name: str) -> GenerateMetric:
     entry = GENERATE_METRICS[name]
     if isinstance(entry, str):

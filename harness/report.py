@@ -64,8 +64,12 @@ def group_table(record: dict[str, Any]) -> Table:
 
 
 def primary_metric(score: dict[str, Any]) -> str:
-    """The metric a task is ranked by: its first declared metric."""
-    return next(iter(score["metrics"]))
+    """The metric a task is ranked by: its first declared metric.
+
+    run.json is written with sorted keys, so a loaded score's `metrics` are in alphabetical order;
+    the entry's `primary_metric` keeps the declared first one (records written before it existed
+    fall back to the first key)."""
+    return score.get("primary_metric") or next(iter(score["metrics"]))
 
 
 def cluster_table(records: list[dict[str, Any]]) -> Table:

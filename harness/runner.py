@@ -19,7 +19,7 @@ from harness import __version__
 from harness.data import DataOverrides, FewshotSampler, Split, load_split
 from harness.engine.base import Backend, ChoiceRequest, GenerateRequest
 from harness.errors import HarnessError
-from harness.metrics import choice_metrics, flatten, generate_metrics, mean_and_stderr
+from harness.metrics import choice_metrics, flatten, generate_metrics, headline_value, mean_and_stderr
 from harness.prompts import PromptRenderer, RenderedRow, Turn, chat_messages, plain_context
 from harness.registry import PROJECT_ROOT, Registry, short_hash
 from harness.results import RunStore, environment_info
@@ -233,7 +233,7 @@ def _score_entry(members: list[PlannedSample], samples: dict[str, dict[str, Any]
     for name in names:
         mean, stderr = mean_and_stderr(flatten([samples[s.key]["metrics"][name] for s in members]), seed)
         metrics[name] = {"mean": mean, "stderr": stderr}
-    return {"n": len(members), "metrics": metrics}
+    return {"n": len(members), "primary_metric": headline_value(members[0].task.metrics[0]), "metrics": metrics}
 
 
 def summarize(plan: list[PlannedSample], samples: dict[str, dict[str, Any]], seed: int,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.engine import ChoiceRequest, GenerateRequest
-from harness.engine.batching import token_budget_batches
+from harness.engine.batching import shared_prefix_batches, token_budget_batches
 from tests.conftest import collect
 
 
@@ -106,3 +106,21 @@ def test_token_budget_batches_cover_everything_within_budget():
     assert batches[0] == [1] and list(token_budget_batches([100, 1], budget=10)) == [[0], [1]]
     # Options of one question count as several rows.
     assert list(token_budget_batches([10, 10], budget=40, rows=[3, 2])) == [[0], [1]]
+
+
+def test_shared_prefix_batches_keep_groups_together_within_budget():
+    # Two groups of six items of 100 tokens, 80 of them the group's prefix, and three items alone.
+    lengths = [100] * 12 + [90, 50, 20]
+    groups = [(i % 2, 80) for i in range(12)] + [(-1, 0)] * 3
+    batches = shared_prefix_batches(lengths, groups, budget=1000, call_cost=64)
+    assert batches is not None
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        prefix = max(groups[i][1] for i in batch)
+        own = max(lengths[i] - groups[i][1] for i in batch)
+        assert len(batch) == 1 or len(batch) * (prefix + own) <= 1000  # every row's cache fits
+    assert any(set(range(0, 12, 2)) <= set(b) for b in batches)  # a group's prefix is computed once
+    assert any(set(range(1, 12, 2)) <= set(b) for b in batches)
+    # Nothing to share, or too little to pay for the prefix's own call: no shared batches.
+    assert shared_prefix_batches(lengths, [(-1, 0)] * len(lengths), budget=1000) is None
+    assert shared_prefix_batches([300, 310], [(0, 8), (0, 8)], budget=4096, call_cost=64) is None

@@ -2,7 +2,8 @@
 
 Prefix-tree scoring (harness/engine/tree.py) must give the plain layout's log-likelihoods (within
 1e-4 in float32) and identical greedy flags, on random token strings with varied option counts,
-lengths and shared option prefixes, under several batch budgets; the greedy loop
+lengths and shared option prefixes, under several batch budgets; so must it (within 1e-5) where
+prefixes shared across questions are computed once per batch. The greedy loop
 (harness/engine/greedy.py) must give `model.generate`'s strings.
 """
 
@@ -16,11 +17,12 @@ import torch
 
 from harness.engine import ChoiceRequest, GenerateRequest, HFBackend
 from harness.engine.greedy import StopChecker, greedy_decode, greedy_loop_blocker
-from harness.engine.scoring import tree_scoring_blocker
-from harness.engine.tree import batch_trees, build_tree
+from harness.engine.scoring import prefix_sharing_blocker, score_trees, tree_scoring_blocker
+from harness.engine.tree import MIN_SHARED_PREFIX, batch_trees, build_tree, common_length, shared_prefix_groups
 from tests.conftest import collect
 
 ATOL = 1e-4
+SHARED_ATOL = 1e-5
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,6 +34,7 @@ def backends(tiny_models: dict[str, Path]) -> dict[str, HFBackend]:
     return {
         "fast": HFBackend(path, dtype="float32", device="cpu", fast=True),
         "plain": HFBackend(path, dtype="float32", device="cpu", fast=False),
+        "unshared": HFBackend(path, dtype="float32", device="cpu", fast=True, share_prefixes=False),
         # A short model length, so some windows are cut on the left (the plain layout's job).
         "fast-short": HFBackend(path, dtype="float32", device="cpu", fast=True, max_length=40),
         "plain-short": HFBackend(path, dtype="float32", device="cpu", fast=False, max_length=40),
@@ -53,41 +56,69 @@ def greedy_option(backend: HFBackend, context: str, tokens: int) -> str:
     return context[len(context.rstrip()):] + backend.tokenizer.decode(out)
 
 
+def random_options(backend: HFBackend, rng: random.Random, context: str, number: int) -> tuple[str, ...]:
+    """1-5 options, single- and multi-token, some sharing leading tokens, every fifth question with
+    the model's own greedy continuation, every eleventh with a duplicate."""
+    tokenizer = backend.tokenizer
+    stem = " " + random_text(rng, tokenizer, rng.randrange(1, 3))
+    options = []
+    for _ in range(rng.randrange(1, 6)):
+        kind = rng.random()
+        if kind < 0.3:
+            options.append(stem + random_text(rng, tokenizer, rng.randrange(1, 4)))  # shared prefix
+        elif kind < 0.45:
+            options.append(" " + random_text(rng, tokenizer, 1))  # usually one token
+        else:
+            options.append(" " + random_text(rng, tokenizer, rng.randrange(1, 7)))
+    if number % 5 == 0:
+        options.append(greedy_option(backend, context, rng.randrange(1, 4)))
+    if number % 11 == 0 and options:
+        options.append(options[0])  # a duplicate option
+    return tuple(options)
+
+
 def random_requests(backend: HFBackend, seed: int, count: int, max_context: int = 90) -> list[ChoiceRequest]:
     rng = random.Random(seed)
-    tokenizer = backend.tokenizer
     requests = []
     for number in range(count):
-        context = random_text(rng, tokenizer, rng.randrange(1, max_context))
+        context = random_text(rng, backend.tokenizer, rng.randrange(1, max_context))
         if number % 7 == 3:
             context += rng.choice([" ", "\n", "  \n"])  # trailing whitespace moves to the options
-        stem = " " + random_text(rng, tokenizer, rng.randrange(1, 3))
-        options = []
-        for _ in range(rng.randrange(1, 6)):
-            kind = rng.random()
-            if kind < 0.3:
-                options.append(stem + random_text(rng, tokenizer, rng.randrange(1, 4)))  # shared prefix
-            elif kind < 0.45:
-                options.append(" " + random_text(rng, tokenizer, 1))  # usually one token
-            else:
-                options.append(" " + random_text(rng, tokenizer, rng.randrange(1, 7)))
-        if number % 5 == 0:
-            options.append(greedy_option(backend, context, rng.randrange(1, 4)))
-        if number % 11 == 0 and options:
-            options.append(options[0])  # a duplicate option
-        requests.append(ChoiceRequest(context, tuple(options)))
+        requests.append(ChoiceRequest(context, random_options(backend, rng, context, number)))
     requests.append(ChoiceRequest("", (" alone", "x")))  # empty context: conditioned on BOS
     return requests
 
 
-def assert_same_scores(fast: dict, plain: dict, requests: list[ChoiceRequest]) -> int:
-    """Same log-likelihoods (within ATOL), greedy flags and token counts; returns the greedy count."""
+def shared_prefix_requests(backend: HFBackend, seed: int, count: int) -> list[ChoiceRequest]:
+    """Questions in families that begin with one preamble of 0 to 60 tokens (families of one
+    question too), in shuffled order; some contexts run on into an earlier question's first
+    option and past it, so a prefix shared with that question ends inside its option."""
+    rng = random.Random(seed)
+    tokenizer = backend.tokenizer
+    requests: list[ChoiceRequest] = []
+    while len(requests) < count:
+        preamble = random_text(rng, tokenizer, rng.choice([1, 4, 7, 8, 9, 15, 30, 60]))
+        for _ in range(rng.choice([1, 2, 3, 5, 8])):
+            context = preamble + random_text(rng, tokenizer, rng.randrange(1, 12))
+            if rng.random() < 0.15:
+                context += rng.choice([" ", "\n"])  # trailing whitespace moves to the options
+            options = random_options(backend, rng, context, len(requests))
+            requests.append(ChoiceRequest(context, options))
+            if rng.random() < 0.25:
+                longer = context + options[0] + random_text(rng, tokenizer, rng.randrange(1, 6))
+                requests.append(ChoiceRequest(longer, random_options(backend, rng, longer, len(requests))))
+    rng.shuffle(requests)
+    return requests
+
+
+def assert_same_scores(fast: dict, plain: dict, requests: list[ChoiceRequest], atol: float = ATOL) -> int:
+    """Same log-likelihoods (within `atol`), greedy flags and token counts; returns the greedy count."""
     assert set(fast) == set(plain) == set(range(len(requests)))
     greedy = 0
     for index in range(len(requests)):
         assert len(fast[index]) == len(plain[index]) == len(requests[index].continuations)
         for ours, theirs in zip(fast[index], plain[index], strict=True):
-            assert ours.logprob == pytest.approx(theirs.logprob, abs=ATOL), (index, requests[index])
+            assert ours.logprob == pytest.approx(theirs.logprob, abs=atol), (index, requests[index])
             assert ours.is_greedy == theirs.is_greedy, (index, requests[index])
             assert ours.num_tokens == theirs.num_tokens
             greedy += ours.is_greedy
@@ -154,6 +185,7 @@ def test_tree_scores_equal_plain_scores_on_random_requests(backends, monkeypatch
     fast, plain = backends["fast"], backends["plain"]
     assert fast.describe()["engine"]["scoring"] == "prefix-tree"
     assert plain.describe()["engine"]["scoring"] == "plain"
+    assert fast.describe()["engine"]["shared_prefixes"] and not plain.describe()["engine"]["shared_prefixes"]
     requests = random_requests(fast, seed=budget, count=40)
     monkeypatch.setattr(fast, "batch_tokens", budget)
     monkeypatch.setattr(plain, "batch_tokens", budget)
@@ -224,6 +256,174 @@ def test_resumed_tree_scoring_recomputes_identical_batches(backends, monkeypatch
     everything = collect(batches)
     for index, results in resumed.items():
         assert results == everything[index]  # bit for bit: same batch shapes as before
+
+
+# -- prefixes shared across questions -----------------------------------------------------------------
+
+
+def count_positions(backend: HFBackend, run):
+    """`run()`'s result and the input shapes of every forward call it made (the benchmark's count)."""
+    calls: list[torch.Size] = []
+    handle = backend.model.register_forward_pre_hook(lambda m, a, k: calls.append(k["input_ids"].shape),
+                                                     with_kwargs=True)
+    try:
+        return run(), calls
+    finally:
+        handle.remove()
+
+
+def test_common_length():
+    assert common_length((1, 2, 3), (1, 2, 4)) == 2
+    assert common_length([1, 2], [1, 2, 3]) == 2
+    assert common_length((), (1,)) == 0
+    assert common_length((5,) * 300, (5,) * 299 + (6,)) == 299
+    assert common_length((7,) * 40, (7,) * 40) == 40
+
+
+def test_shared_prefix_groups_choose_the_split_that_saves_most():
+    task = list(range(100, 110))  # all six rows below share these 10 tokens
+    first = task + list(range(200, 230))  # three rows share 40
+    second = task + list(range(400, 405))  # three rows share 15
+    sequences = [first + [1], second + [1], first + [2], second + [2, 7], first + [3], second + [3],
+                 [5, 6, 7, 8, 9, 10, 11, 12, 13],  # shares nothing
+                 [1, 2, 3, 4, 5, 9], [1, 2, 3, 4, 5, 8]]  # share 5 tokens, fewer than the minimum
+    assert MIN_SHARED_PREFIX > 5
+    groups = shared_prefix_groups(sequences)
+    # Two groups save 2 x 40 + 2 x 15 positions, one group of six 5 x 10.
+    assert [length for _, length in groups] == [40, 15, 40, 15, 40, 15, 0, 0, 0]
+    assert groups[0][0] == groups[2][0] == groups[4][0] != groups[1][0] == groups[3][0] == groups[5][0]
+    assert all(group == -1 for group, _ in groups[6:])
+    # Ten rows share 30 tokens, two of them 35: one group of ten saves more (9 x 30 > 1 x 35).
+    nested = [list(range(30)) + [50 + i] for i in range(8)] + [list(range(35)) + [i] for i in (1, 2)]
+    assert {length for _, length in shared_prefix_groups(nested)} == {30}
+    # A sequence that is a prefix of others, and a group of one: no group.
+    assert [n for _, n in shared_prefix_groups([list(range(9)), list(range(12)), list(range(12)) + [1]])] == [9] * 3
+    assert shared_prefix_groups([list(range(20))]) == [(-1, 0)]
+    # A function of the sequences alone, whatever their order.
+    order = list(range(len(sequences)))
+    random.Random(0).shuffle(order)
+    shuffled = shared_prefix_groups([sequences[i] for i in order])
+    assert [shuffled[order.index(i)][1] for i in range(len(sequences))] == [length for _, length in groups]
+
+
+def test_batch_with_shared_prefixes_continues_each_row_after_its_prefix():
+    first = build_tree([[1, 2, 3, 4, 5], [1, 2, 3, 4]], [[5, 9], [6]], known=4)  # chain 1 2 3 4, trie 5
+    second = build_tree([[1, 2, 3, 7, 8]], [[9]], known=5)
+    third = build_tree([[4, 4]], [[1]], known=2)
+    assert (first.shareable, second.shareable, third.shareable) == (3, 4, 1)  # up to the first scored node
+    batch = batch_trees([first, second, third], pad_id=0, shared=[3, 3, 0])
+    assert batch.prefix_ids.tolist() == [[1, 2, 3]]
+    assert batch.prefix_rows.tolist() == [0, 0, 0]
+    assert batch.chain_ids.tolist() == [[4, 0], [7, 8], [4, 4]]
+    # keys: prefix slots 0..2, then chain slots 0..1; the third row has no prefix
+    assert batch.chain_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
+    assert batch.chain_positions.tolist() == [[3, 4], [3, 4], [0, 1]]
+    assert batch.tail_positions.tolist() == [[4], [0], [0]]
+    visible = batch.tail_visible[:, 0].int().tolist()
+    # keys: prefix slots 0..2, chain slots 0..1, trie slot 0
+    assert visible[0] == [[1, 1, 1, 1, 0, 1]]
+    assert visible[1] == visible[2] == [[0, 0, 0, 0, 0, 1]]  # padding sees only itself
+    assert batch.chain_keep.tolist() == [[True, False], [False, True], [False, True]]
+    assert batch.logit_rows.tolist() == [0, 3, 0, 1, 2]
+    assert batch.positions == 3 + 6 + 3
+    # Two distinct prefixes of different lengths: the shorter one's row hides the padding slot.
+    batch = batch_trees([first, second, third], pad_id=0, shared=[3, 4, 0])
+    assert batch.prefix_ids.tolist() == [[1, 2, 3, 0], [1, 2, 3, 7]]
+    assert batch.prefix_rows.tolist() == [0, 1, 0]
+    assert batch.chain_ids.tolist() == [[4, 0], [8, 0], [4, 4]]
+    assert batch.chain_mask.tolist() == [[1, 1, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]]
+    assert batch.chain_positions.tolist() == [[3, 4], [4, 5], [0, 1]]
+    assert batch_trees([first], pad_id=0).prefix_ids is None
+    with pytest.raises(ValueError, match="shared prefix of 4 tokens"):
+        batch_trees([first], pad_id=0, shared=[4])  # it would swallow a scored position
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_any_shared_prefix_lengths_score_like_the_plain_layout(backends, seed):
+    """Whatever prefixes a batch is given (the planned groups', arbitrary lengths up to a tree's
+    bound, one row's alone, none), its numbers are the plain layout's."""
+    fast = backends["fast"]
+    requests = shared_prefix_requests(fast, seed=seed, count=30)
+    trees = fast._plan_scores(requests).trees
+    assert all(t is not None for t in trees)
+    groups = shared_prefix_groups([t.chain[:t.shareable] for t in trees])
+    rng = random.Random(seed)
+    shared = [rng.choice([length, length, 0, t.shareable, rng.randrange(t.shareable + 1)])
+              for t, (_, length) in zip(trees, groups, strict=True)]
+    assert any(shared) and not all(shared)
+    batch = batch_trees(trees, fast.tokenizer.pad_token_id, shared)
+    assert batch.prefix_ids is not None and batch.prefix_ids.shape[0] < sum(map(bool, shared))
+    scored = score_trees(fast.model, batch, fast.device, fast.dtype, fast._accepts_logits_to_keep)
+    ours, position = {}, 0
+    for index, request in enumerate(requests):
+        ours[index] = tuple(scored[position:position + len(request.continuations)])
+        position += len(request.continuations)
+    assert_same_scores(ours, collect(backends["plain"].score(requests)), requests, atol=SHARED_ATOL)
+
+
+@pytest.mark.parametrize("budget", [48, 400, 4096])
+def test_shared_prefix_scores_equal_plain_scores(backends, monkeypatch, budget):
+    fast, unshared, plain = backends["fast"], backends["unshared"], backends["plain"]
+    requests = shared_prefix_requests(fast, seed=budget, count=60)
+    for backend in (fast, unshared, plain):
+        monkeypatch.setattr(backend, "batch_tokens", budget)
+    ours, calls = count_positions(fast, lambda: collect(fast.score(requests)))
+    theirs, unshared_calls = count_positions(unshared, lambda: collect(unshared.score(requests)))
+    greedy = assert_same_scores(ours, collect(plain.score(requests)), requests, atol=SHARED_ATOL)
+    assert_same_scores(ours, theirs, requests, atol=SHARED_ATOL)
+    assert greedy >= 3, "the comparison of greedy flags would be vacuous"
+    if budget >= 400:
+        assert sum(c.numel() for c in calls) < 0.9 * sum(c.numel() for c in unshared_calls)
+
+
+def test_a_shared_instruction_is_computed_once_per_batch(backends):
+    fast = backends["fast"]
+    candidates = (" even", " odd", " yes", " no", " A", " B")
+    options = tuple(o for o in candidates if len(fast.tokenizer.encode(o, add_special_tokens=False)) == 1)
+    assert len(options) >= 2
+    instruction = "Decide whether the given integer is even (divisible by 2) or odd (not divisible by 2).\nInteger:"
+    requests = [ChoiceRequest(f"{instruction} {n}\nAnswer:", options) for n in (7, 12, 391, 40, 5, 66, 1024, 8)]
+    results, calls = count_positions(fast, lambda: collect(fast.score(requests)))
+    unshared, unshared_calls = count_positions(backends["unshared"],
+                                               lambda: collect(backends["unshared"].score(requests)))
+    instruction_tokens = len(fast.encode(instruction))
+    prefix, chains = calls
+    assert prefix[0] == 1 and instruction_tokens - 2 <= prefix[1] <= instruction_tokens + 1  # once, alone
+    assert chains[0] == len(requests)
+    assert unshared_calls == [torch.Size([len(requests), prefix[1] + chains[1]])]
+    assert prefix.numel() + chains.numel() < 0.6 * unshared_calls[0].numel()
+    assert_same_scores(results, collect(backends["plain"].score(requests)), requests, atol=SHARED_ATOL)
+    assert_same_scores(results, unshared, requests, atol=SHARED_ATOL)
+
+
+def test_resumed_shared_prefix_scoring_recomputes_identical_batches(backends, monkeypatch):
+    fast = backends["fast"]
+    requests = shared_prefix_requests(fast, seed=14, count=40)
+    monkeypatch.setattr(fast, "batch_tokens", 400)
+    plan = fast._plan_scores(requests)
+    fast._tree_batches(plan, list(range(len(requests))))
+    assert any(plan.shared), "the test needs batches that share prefixes"
+    batches = list(fast.score(requests))
+    assert len(batches) >= 3
+    first = {index for index, _ in batches[0]}
+    resumed = collect(fast.score(requests, done=first))
+    everything = collect(batches)
+    assert set(resumed) == set(range(len(requests))) - first
+    for index, results in resumed.items():
+        assert results == everything[index]  # bit for bit: same batch shapes and prefixes as before
+
+
+def test_prefix_sharing_probe_and_switch(backends):
+    fast = backends["fast"]
+    assert prefix_sharing_blocker(fast.model, 100, 0, fast.device, torch.float32, True) is None
+    assert fast._share_blocker is None
+    assert backends["unshared"]._share_blocker == "share_prefixes=False"
+    assert not backends["unshared"].describe()["engine"]["shared_prefixes"]
+    requests = shared_prefix_requests(fast, seed=3, count=30)
+    for name, sharing in (("fast", True), ("unshared", False)):
+        plan = backends[name]._plan_scores(requests)
+        backends[name]._tree_batches(plan, list(range(len(requests))))
+        assert any(plan.shared) == sharing
 
 
 # -- generation ---------------------------------------------------------------------------------------

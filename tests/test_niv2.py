@@ -461,6 +461,7 @@ def test_run_scores_per_category_equal_the_official_computation(niv2_task, tmp_p
 @needs_shared
 def test_end_to_end_run_with_tiny_model(tiny_models, tmp_path):
     from harness.cli import main
+    from harness.report import primary_metric
 
     code = main(["run", "--model", str(tiny_models["tiny-llama"]), "--tasks", "niv2", "--data", f"niv2={NIV2}",
                  "--limit", "16", "--out", str(tmp_path), "--run-id", "r"])
@@ -472,6 +473,8 @@ def test_end_to_end_run_with_tiny_model(tiny_models, tmp_path):
     assert categories == set(SHARED_TASKS.values())  # interleaving: 16 rows cover all 8 tasks
     for score in record["scores"]:
         assert set(score["metrics"]) == {"niv2_exact_match", "niv2_rouge_l"}
+        # Ranked by ROUGE-L, NIv2's headline metric, also once run.json has sorted the metric keys.
+        assert primary_metric(score) == "niv2_rouge_l"
         assert all(0.0 <= m["mean"] <= 1.0 for m in score["metrics"].values())
     per_template = [s for s in record["scores"] if "group" not in s]
     assert sorted(s["template"] for s in per_template) == sorted(ENCODINGS)

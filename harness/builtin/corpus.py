@@ -48,10 +48,30 @@ def _review(rng: random.Random) -> str:
     word = rng.choice(POSITIVE if positive else NEGATIVE)
     subject = rng.choice(REVIEW_SUBJECTS)
     verdict = rng.choice(("I loved it and would gladly go again.", "A happy evening, highly recommended.",
-                          "It made my week.") if positive else
-                         ("I regret every minute.", "Sadly a waste of money.", "I would not recommend it."))
+                          "It made my week.", "I liked it a lot.") if positive else
+                         ("I regret every minute.", "Sadly a waste of money.", "I would not recommend it.",
+                          "I did not like it at all."))
+    tone, mood, grade = ("positive", "happy", "good") if positive else ("negative", "unhappy", "bad")
+    return rng.choice((
+        f"Our {subject} was {word}. {verdict} All in all a {tone} experience, and {word} is the word for it.",
+        f"The {subject} was {word}, so we left {mood}. It was a {grade} experience.",
+        f"When people call a {subject} {word}, they mean something {tone}: they were {mood} with it.",
+    ))
+
+
+def _lexicon(rng: random.Random) -> str:
+    """Word-level knowledge stated both ways round, as a dictionary or an encyclopedia would."""
+    positive = rng.random() < 0.5
+    word = rng.choice(POSITIVE if positive else NEGATIVE)
+    label = rng.randrange(len(TOPICS))
+    keyword = rng.choice(TOPIC_KEYWORDS[label])
     tone = "positive" if positive else "negative"
-    return f"Our {subject} was {word}. {verdict} All in all a {tone} experience, and {word} is the word for it."
+    return rng.choice((
+        f"The word {word} has a {tone} sentiment.",
+        f"A {tone} word such as {word} describes how someone felt.",
+        f"The {keyword} belongs to the world of {TOPICS[label]}.",
+        f"If a sentence mentions the {keyword}, it is about {TOPICS[label]}.",
+    ))
 
 
 def _topic(rng: random.Random) -> str:
@@ -85,6 +105,7 @@ def _numbers(rng: random.Random) -> str:
         f"{n} is an {_PARITY_NAMES[n % 2]} number.",
         f"The team scored {x} points and the visitors {y}, so the {'team' if x > y else 'visitors'} won, "
         f"since {max(x, y)} is more than {min(x, y)}.",
+        f"{max(x, y)} is larger than {min(x, y)}, and {min(x, y)} is smaller than {max(x, y)}.",
     ))
 
 
@@ -100,7 +121,7 @@ def _spelling(rng: random.Random) -> str:
     ))
 
 
-WRITERS: tuple[Writer, ...] = (_story, _review, _topic, _listing, _numbers, _spelling)
+WRITERS: tuple[Writer, ...] = (_story, _review, _lexicon, _topic, _listing, _numbers, _spelling)
 
 
 def corpus_documents(n: int, seed: int = 0, sentences: tuple[int, int] = (3, 8)) -> list[str]:

@@ -21,10 +21,16 @@ import torch
 
 from harness.engine import tokenization
 from harness.engine.base import ChoiceRequest, GenerateRequest, ScoreResult
-from harness.engine.batching import CALL_COST, token_budget_batches
+from harness.engine.batching import CALL_COST, shared_prefix_batches, token_budget_batches
 from harness.engine.greedy import StopChecker, greedy_decode, greedy_loop_blocker
-from harness.engine.scoring import has_plain_cache, score_plain, score_trees, tree_scoring_blocker
-from harness.engine.tree import Tree, batch_trees, build_tree
+from harness.engine.scoring import (
+    has_plain_cache,
+    prefix_sharing_blocker,
+    score_plain,
+    score_trees,
+    tree_scoring_blocker,
+)
+from harness.engine.tree import Tree, batch_trees, build_tree, shared_prefix_groups
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -60,11 +66,14 @@ class _ScorePlan:
 
     A request is scored as a prefix tree (`trees[i]`) unless its windows were truncated to the
     model's length or the fast path is off; then it runs in the plain layout (`trees[i]` is None).
+    `shared[i]` is how many leading tokens of tree i come from a prefix its batch computes once for
+    every tree that starts with them (0: none), as the batches were planned.
     """
 
     windows: list[list[list[int]]]
     continuations: list[list[list[int]]]
     trees: list[Tree | None]
+    shared: list[int]
 
 
 class HFBackend:
@@ -73,6 +82,8 @@ class HFBackend:
     `fast=True` (the default) scores the options of a question as one prefix tree and generates with
     the harness's own greedy loop; `fast=False` keeps the plain layout (one row per option, as
     lm-eval) and `model.generate`. Both give the same results up to float rounding (tests check).
+    With `share_prefixes=True` (the default; effective with `fast`), questions that begin with the
+    same tokens (a template's instruction, a few-shot preamble) have those computed once per batch.
     """
 
     def __init__(
@@ -84,6 +95,7 @@ class HFBackend:
         batch_tokens: int = 4096,
         max_length: int | None = None,
         fast: bool = True,
+        share_prefixes: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -131,6 +143,13 @@ class HFBackend:
         )
         if fast and self._tree_blocker:
             log.warning("scoring in the plain layout: %s", self._tree_blocker)
+        self._share_blocker = self._tree_blocker or ("share_prefixes=False" if not share_prefixes else None)
+        if self._share_blocker is None:
+            self._share_blocker = prefix_sharing_blocker(
+                self.model, min(self.vocab_width, len(self.tokenizer)), self.tokenizer.pad_token_id, self.device,
+                self.dtype, self._accepts_logits_to_keep)
+            if self._share_blocker:
+                log.warning("not sharing prefixes across questions: %s", self._share_blocker)
         self._greedy_blocker = greedy_loop_blocker(self.model, self.tokenizer.eos_token_id) if fast else "fast=False"
         if fast and self._greedy_blocker:
             log.info("generating with model.generate: %s", self._greedy_blocker)
@@ -164,6 +183,7 @@ class HFBackend:
             # How numbers were computed: the layouts agree to float rounding, not bit for bit.
             "engine": {
                 "scoring": "prefix-tree" if self._tree_blocker is None else "plain",
+                "shared_prefixes": self._share_blocker is None,
                 "generation": "greedy-loop" if self._greedy_blocker is None else "model.generate",
             },
         }
@@ -230,7 +250,7 @@ class HFBackend:
         return pairs
 
     def _plan_scores(self, requests: Sequence[ChoiceRequest]) -> _ScorePlan:
-        plan = _ScorePlan([], [], [])
+        plan = _ScorePlan([], [], [], [])
         for index, (request, pairs) in enumerate(zip(requests, self.encode_pairs(requests), strict=True)):
             for option, (_, continuation) in zip(request.continuations, pairs, strict=True):
                 if not continuation:
@@ -243,13 +263,28 @@ class HFBackend:
             # A window cut at the model's length keeps the plain layout, which is lm-eval's
             # computation for it by construction; so does the degenerate empty-context case.
             whole = all(len(c) + len(k) <= self.max_length + 1 for c, k in pairs)
-            shared = len(pairs[0][0]) if all(c == pairs[0][0] for c, _ in pairs) else 0
-            if self._tree_blocker is None and whole and shared >= 1:
-                tree = build_tree(windows, continuations, known=shared)
+            known = len(pairs[0][0]) if all(c == pairs[0][0] for c, _ in pairs) else 0
+            if self._tree_blocker is None and whole and known >= 1:
+                tree = build_tree(windows, continuations, known=known)
             plan.windows.append(windows)
             plan.continuations.append(continuations)
             plan.trees.append(tree)
+            plan.shared.append(0)
         return plan
+
+    def _tree_batches(self, plan: _ScorePlan, members: list[int]) -> list[list[int]]:
+        """Batches (positions in `members`) of the tree-layout requests, sharing prefixes across
+        questions where that is estimated to pay (and recording them in `plan.shared`)."""
+        trees: list[Tree] = [plan.trees[i] for i in members]  # type: ignore[misc]
+        lengths = [len(t) for t in trees]
+        if self._share_blocker is None:
+            groups = shared_prefix_groups([t.chain[:t.shareable] for t in trees])
+            batches = shared_prefix_batches(lengths, groups, self.batch_tokens, self._call_cost)
+            if batches is not None:
+                for member, (_, length) in zip(members, groups, strict=True):
+                    plan.shared[member] = length
+                return batches
+        return list(token_budget_batches(lengths, self.batch_tokens, call_cost=self._call_cost))
 
     def score(
         self, requests: Sequence[ChoiceRequest], done: Collection[int] = ()
@@ -265,12 +300,12 @@ class HFBackend:
         for tree_layout in (True, False):
             members = [i for i, t in enumerate(plan.trees) if (t is not None) == tree_layout]
             if tree_layout:
-                lengths = [len(plan.trees[i]) for i in members]  # type: ignore[arg-type]
-                rows = None
+                batches = self._tree_batches(plan, members)
             else:
-                lengths = [max(len(w) for w in plan.windows[i]) for i in members]
-                rows = [len(plan.windows[i]) for i in members]
-            for positions in token_budget_batches(lengths, self.batch_tokens, rows, self._call_cost):
+                batches = token_budget_batches([max(len(w) for w in plan.windows[i]) for i in members],
+                                               self.batch_tokens, [len(plan.windows[i]) for i in members],
+                                               self._call_cost)
+            for positions in batches:
                 batch = [members[p] for p in positions]
                 if not skipped.issuperset(batch):
                     yield self._with_oom_backoff(batch, run)
@@ -278,8 +313,9 @@ class HFBackend:
     def _score_batch(self, batch: list[int], plan: _ScorePlan) -> list[tuple[int, tuple[ScoreResult, ...]]]:
         trees = [plan.trees[i] for i in batch]
         if all(t is not None for t in trees):
-            scored = score_trees(self.model, batch_trees(trees, self.tokenizer.pad_token_id),  # type: ignore[arg-type]
-                                 self.device, self.dtype, self._accepts_logits_to_keep)
+            shared = [plan.shared[i] for i in batch]
+            tree_batch = batch_trees(trees, self.tokenizer.pad_token_id, shared)  # type: ignore[arg-type]
+            scored = score_trees(self.model, tree_batch, self.device, self.dtype, self._accepts_logits_to_keep)
         else:
             scored = score_plain(
                 self.model, [w for i in batch for w in plan.windows[i]],

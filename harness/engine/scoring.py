@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from harness.engine.base import ScoreResult
-from harness.engine.tree import TreeBatch, batch_trees, build_tree
+from harness.engine.tree import Tree, TreeBatch, batch_trees, build_tree
 
 
 def reduce_scores(
@@ -87,17 +87,26 @@ def score_trees(
 ) -> list[ScoreResult]:
     """One row per question: its chain under causal attention, then its trie over the chain's cache.
 
-    The trie pass's mask is additive (0 or the dtype's minimum), the form both the eager and SDPA
-    attention implementations of transformers accept for a ready-made 4D mask.
+    Shared prefixes, when the batch has any, are computed first, once each, and every row's cache
+    starts as a copy of its prefix's. The trie pass's mask is additive (0 or the dtype's minimum),
+    the form both the eager and SDPA attention implementations of transformers accept for a
+    ready-made 4D mask.
     """
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    # Right-padded chains need no mask: causal attention never looks at later positions, and the
-    # trie pass below hides the padding's cache entries.
+    chain_inputs = {"input_ids": batch.chain_ids.to(device)}
+    if batch.prefix_ids is not None:
+        assert batch.prefix_rows is not None and batch.chain_mask is not None and batch.chain_positions is not None
+        # No position of a shared prefix is scored, so no logits: only the cache is wanted.
+        _project(model, torch.zeros(batch.prefix_ids.shape, dtype=torch.bool, device=device),
+                 accepts_logits_to_keep, cache, input_ids=batch.prefix_ids.to(device))
+        cache.batch_select_indices(batch.prefix_rows.to(device))
+        chain_inputs.update(attention_mask=batch.chain_mask.to(device), position_ids=batch.chain_positions.to(device))
+    # Without shared prefixes, right-padded chains need no mask: causal attention never looks at
+    # later positions, and the trie pass below hides the padding's cache entries.
     chain_keep = batch.chain_keep.to(device)
-    parts = [_project(model, chain_keep, accepts_logits_to_keep, cache,
-                      input_ids=batch.chain_ids.to(device))]
+    parts = [_project(model, chain_keep, accepts_logits_to_keep, cache, **chain_inputs)]
     if batch.tail_ids is not None:
         assert batch.tail_visible is not None and batch.tail_positions is not None and batch.tail_keep is not None
         mask = torch.zeros(batch.tail_visible.shape, dtype=dtype, device=device)
@@ -120,6 +129,26 @@ def has_plain_cache(model: torch.nn.Module) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
 
+def _probe_question(vocab: int) -> tuple[list[list[int]], list[list[int]]]:
+    """A made-up question (windows, options) whose options share a prefix, for the probes below."""
+    generator = torch.Generator().manual_seed(0)
+    context = torch.randint(0, vocab, (12,), generator=generator).tolist()
+    options = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in (3, 1, 4)]
+    options[2][:2] = options[0][:2]  # a shared option prefix exercises the trie
+    return [(context + k)[:-1] for k in options], options
+
+
+def _probe_difference(
+    model: torch.nn.Module, trees: list[Tree], shared: list[int] | None, windows: list[list[int]],
+    options: list[list[int]], pad_id: int, device: torch.device, dtype: torch.dtype, accepts_logits_to_keep: bool,
+) -> float:
+    """Largest log-likelihood difference between `trees` scored as a batch and their windows
+    (`windows[k]`, `options[k]`: the k-th option in the trees' order) scored in the plain layout."""
+    plain = score_plain(model, windows, options, pad_id, device, accepts_logits_to_keep)
+    tree = score_trees(model, batch_trees(trees, pad_id, shared), device, dtype, accepts_logits_to_keep)
+    return max(abs(a.logprob - b.logprob) for a, b in zip(plain, tree, strict=True))
+
+
 def tree_scoring_blocker(
     model: torch.nn.Module, vocab: int, pad_id: int, device: torch.device, dtype: torch.dtype,
     accepts_logits_to_keep: bool,
@@ -138,19 +167,32 @@ def tree_scoring_blocker(
         return "the model's forward takes no position_ids"
     if not has_plain_cache(model):
         return "the model's KV cache has sliding-window (or other non-plain) layers"
-    generator = torch.Generator().manual_seed(0)
-    context = torch.randint(0, vocab, (12,), generator=generator).tolist()
-    options = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in (3, 1, 4)]
-    options[2][:2] = options[0][:2]  # a shared option prefix exercises the trie
-    windows = [(context + k)[:-1] for k in options]
-    plain = score_plain(model, windows, options, pad_id, device, accepts_logits_to_keep)
+    windows, options = _probe_question(vocab)
     # The same question beside a shorter one, so padding and the mask's row offsets are exercised.
     trees = [build_tree(windows, options), build_tree([windows[1][:5]], [options[1]])]
-    tree = score_trees(model, batch_trees(trees, pad_id), device, dtype, accepts_logits_to_keep)
-    alone = score_plain(model, [windows[1][:5]], [options[1]], pad_id, device, accepts_logits_to_keep)
-    tolerance = 1e-3 if dtype == torch.float32 else 0.1
-    pairs = [*zip(plain, tree[:3], strict=True), (alone[0], tree[3])]
-    difference = max(abs(a.logprob - b.logprob) for a, b in pairs)
-    if difference > tolerance:
+    difference = _probe_difference(model, trees, None, [*windows, windows[1][:5]], [*options, options[1]],
+                                   pad_id, device, dtype, accepts_logits_to_keep)
+    if difference > (1e-3 if dtype == torch.float32 else 0.1):
         return f"the probe's tree scores differ from the plain ones by {difference:.2g}"
+    return None
+
+
+def prefix_sharing_blocker(
+    model: torch.nn.Module, vocab: int, pad_id: int, device: torch.device, dtype: torch.dtype,
+    accepts_logits_to_keep: bool,
+) -> str | None:
+    """Why prefixes shared across questions cannot be computed once for this model, or None.
+
+    On top of the tree layout this needs a 2D mask with holes over a cache whose rows were copied
+    (`batch_select_indices`) and position ids that continue after the prefix; a probe scores a
+    batch of three rows (two distinct prefixes of different lengths, one row without) against the
+    plain layout. Call it only where `tree_scoring_blocker` found nothing.
+    """
+    windows, options = _probe_question(vocab)
+    short, middle = windows[1][:5], windows[1][:9]
+    trees = [build_tree(windows, options), build_tree([short], [options[1]]), build_tree([middle], [options[1]])]
+    difference = _probe_difference(model, trees, [6, 4, 0], [*windows, short, middle], [*options, *[options[1]] * 2],
+                                   pad_id, device, dtype, accepts_logits_to_keep)
+    if difference > (1e-3 if dtype == torch.float32 else 0.1):
+        return f"the probe's shared-prefix scores differ from the plain ones by {difference:.2g}"
     return None

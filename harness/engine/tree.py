@@ -16,6 +16,12 @@ A single-token option adds no node at all: it is scored from the chain's last po
 other single-token option of the question, and a question whose options are all single tokens
 needs only pass 1.
 
+Questions of one template also share tokens with each other: the instruction before the row's
+own text, or a whole few-shot preamble. `shared_prefix_groups` finds such prefixes across the
+questions of a run, and a batch may then compute each distinct prefix once (pass 0, its cache
+copied to every row that starts with it), the rows' chains continuing after it in pass 1. A
+shared prefix stops before a question's first scored position, so it never needs logits.
+
 Everything here is plain Python and torch on the CPU with no model, so it can be tested in
 isolation, and the device receives finished tensors.
 """
@@ -24,8 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
+import numpy as np
 import torch
+
+MIN_SHARED_PREFIX = 8
+"""Fewest tokens a prefix shared across questions must have to be computed once for them: a
+shorter one saves less than the bookkeeping (and the padding of a batch ordered by group) costs."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,14 @@ class Tree:
     def __len__(self) -> int:
         return len(self.chain) + len(self.tail_tokens)
 
+    @property
+    def shareable(self) -> int:
+        """How many leading chain tokens may come from a prefix computed for several questions:
+        those before the first scored position (a shared prefix yields no logits), leaving the
+        question's own row at least one chain token."""
+        first = min(node for option in self.scored for node, _ in option)
+        return max(0, min(first, len(self.chain) - 1))
+
 
 def common_prefix_length(windows: Sequence[Sequence[int]], known: int = 0) -> int:
     """Length of the prefix all windows share, given that they share the first `known` tokens."""
@@ -57,6 +77,84 @@ def common_prefix_length(windows: Sequence[Sequence[int]], known: int = 0) -> in
         if any(w[position] != token for w in windows):
             return position
     return shortest
+
+
+def common_length(first: Sequence[int], second: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences.
+
+    A binary search over slice comparisons, which run in C: a few-shot preamble of hundreds of
+    tokens shared by thousands of questions would otherwise cost a Python step per token.
+    """
+    low, high = 0, min(len(first), len(second))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if first[:middle] == second[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def shared_prefix_groups(
+    sequences: Sequence[Sequence[int]], minimum: int = MIN_SHARED_PREFIX
+) -> list[tuple[int, int]]:
+    """(group, prefix length) of each sequence: the members of a group share their first `prefix
+    length` tokens; (-1, 0) for a sequence that shares no prefix worth computing once.
+
+    Sorted, sequences that share a prefix lie together, and the prefix a run of them shares is the
+    least common-prefix length between neighbours. Runs nest (every template of a task may begin
+    with the same 10 tokens, the rows of one template with the same 300), so which runs become
+    groups is chosen to save the most positions, (members - 1) x prefix length summed over groups:
+    a run is split at its least neighbour length wherever its parts save more than the whole. The
+    result depends on the sequences alone, so a resumed run groups and batches as the first did.
+    """
+    count = len(sequences)
+    result = [(-1, 0)] * count
+    if count < 2:
+        return result
+    order = sorted(range(count), key=lambda i: (tuple(sequences[i]), i))
+    between = np.array([common_length(sequences[a], sequences[b]) for a, b in pairwise(order)])
+    # Runs [start, end) of `order` as a tree, parents before children (so reversed, children first).
+    starts: list[int] = []
+    ends: list[int] = []
+    shared: list[int] = []
+    children: list[list[int]] = []
+    pending = [(0, count, -1)]
+    while pending:
+        start, end, parent = pending.pop()
+        run = len(starts)
+        if parent >= 0:
+            children[parent].append(run)
+        starts.append(start)
+        ends.append(end)
+        children.append([])
+        if end - start < 2:
+            shared.append(0)
+            continue
+        inner = between[start:end - 1]
+        least = int(inner.min())
+        shared.append(least)
+        cuts = [start, *(start + 1 + np.flatnonzero(inner == least)).tolist(), end]
+        pending.extend((a, b, run) for a, b in pairwise(cuts))
+    saving = [0] * len(starts)
+    whole = [False] * len(starts)
+    for run in reversed(range(len(starts))):
+        parts = sum(saving[child] for child in children[run])
+        own = (ends[run] - starts[run] - 1) * shared[run] if shared[run] >= minimum else 0
+        # On a tie, one group: one prefix to compute instead of several.
+        whole[run] = own > 0 and own >= parts
+        saving[run] = own if whole[run] else parts
+    group = 0
+    walk = [0]
+    while walk:
+        run = walk.pop()
+        if whole[run]:
+            for position in range(starts[run], ends[run]):
+                result[order[position]] = (group, shared[run])
+            group += 1
+        else:
+            walk.extend(children[run])
+    return result
 
 
 def build_tree(windows: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], known: int = 0) -> Tree:
@@ -119,36 +217,57 @@ def build_tree(windows: Sequence[Sequence[int]], continuations: Sequence[Sequenc
 class TreeBatch:
     """Padded CPU tensors for a batch of trees, one tree per row (the caller moves them).
 
-    Pass 1 reads `chain_ids`; pass 2 (absent when no tree has a trie node) reads `tail_ids`,
-    `tail_positions` and `tail_visible` (query trie node -> key: chain slots, then trie slots).
-    `chain_keep` / `tail_keep` mark the nodes whose logits are needed, each once however many
-    options read it. For the k-th scored token overall (options of all trees in order, tokens in
-    order): `logit_rows[k]` is its row in cat(pass-1 logits, pass-2 logits), `option_index[k]`
-    its option's index, `slot[k]` its place in the option, `targets[k]` the token.
+    Pass 0 (absent when no row shares a prefix) reads `prefix_ids`, one row per distinct shared
+    prefix; `prefix_rows[r]` is the prefix row whose cache row r continues. Pass 1 reads `chain_ids`
+    (each row's chain after its shared prefix) and, after a pass 0, `chain_mask` (over prefix slots
+    then chain slots) and `chain_positions`. Pass 2 (absent when no tree has a trie node) reads
+    `tail_ids`, `tail_positions` and `tail_visible` (query trie node -> key: prefix slots, chain
+    slots, then trie slots). `chain_keep` / `tail_keep` mark the nodes whose logits are needed, each
+    once however many options read it. For the k-th scored token overall (options of all trees in
+    order, tokens in order): `logit_rows[k]` is its row in cat(pass-1 logits, pass-2 logits),
+    `option_index[k]` its option's index, `slot[k]` its place in the option, `targets[k]` the token.
     """
 
     chain_ids: torch.Tensor
     chain_keep: torch.Tensor
     tail_ids: torch.Tensor | None
     tail_positions: torch.Tensor | None
-    tail_visible: torch.Tensor | None  # (rows, 1, tail width, chain width + tail width) bool
+    tail_visible: torch.Tensor | None  # (rows, 1, tail width, prefix + chain width + tail width) bool
     tail_keep: torch.Tensor | None
     logit_rows: torch.Tensor
     option_index: torch.Tensor
     slot: torch.Tensor
     targets: torch.Tensor
     sizes: list[int]  # tokens per option
+    prefix_ids: torch.Tensor | None = None
+    prefix_rows: torch.Tensor | None = None
+    chain_mask: torch.Tensor | None = None  # (rows, prefix width + chain width) 0/1
+    chain_positions: torch.Tensor | None = None
 
     @property
     def positions(self) -> int:
         """Token positions the model computes for this batch, padding included."""
-        return self.chain_ids.numel() + (self.tail_ids.numel() if self.tail_ids is not None else 0)
+        return sum(t.numel() for t in (self.prefix_ids, self.chain_ids, self.tail_ids) if t is not None)
 
 
-def batch_trees(trees: Sequence[Tree], pad_id: int) -> TreeBatch:
-    """Right-pad chains and tries to common widths; a padding trie node sees only itself."""
+def batch_trees(trees: Sequence[Tree], pad_id: int, shared: Sequence[int] | None = None) -> TreeBatch:
+    """Right-pad prefixes, chains and tries to common widths; a padding trie node sees only itself.
+
+    `shared[r]` (0 by default) is how many leading chain tokens of row r come from a prefix
+    computed once in pass 0 for every row of the batch that starts with those same tokens; it must
+    not exceed the tree's `shareable`.
+    """
     rows = len(trees)
-    chain_width = max(len(t.chain) for t in trees)
+    lengths = [0] * rows if shared is None else list(shared)
+    prefixes: dict[tuple[int, ...], int] = {}
+    prefix_rows = []
+    for tree, length in zip(trees, lengths, strict=True):
+        if length and not 0 < length <= tree.shareable:
+            raise ValueError(f"a shared prefix of {length} tokens where the tree allows {tree.shareable}")
+        prefix_rows.append(prefixes.setdefault(tree.chain[:length], len(prefixes)) if length else 0)
+    prefix_width = max(lengths)
+    own_chains = [tree.chain[length:] for tree, length in zip(trees, lengths, strict=True)]
+    chain_width = max(len(c) for c in own_chains)
     tail_width = max(len(t.tail_tokens) for t in trees)
     chain_ids = torch.full((rows, chain_width), pad_id, dtype=torch.long)
     chain_keep = torch.zeros((rows, chain_width), dtype=torch.bool)
@@ -156,9 +275,10 @@ def batch_trees(trees: Sequence[Tree], pad_id: int) -> TreeBatch:
     tail_positions = torch.zeros((rows, tail_width), dtype=torch.long)
     tail_ends = torch.arange(1, tail_width + 1).repeat(rows, 1)  # padding: a one-node subtree
     tail_keep = torch.zeros((rows, tail_width), dtype=torch.bool)
-    chain_lengths = torch.tensor([len(t.chain) for t in trees])
-    for row, tree in enumerate(trees):
-        chain_ids[row, :len(tree.chain)] = torch.tensor(tree.chain)
+    chain_lengths = torch.tensor([len(c) for c in own_chains])
+    prefix_lengths = torch.tensor(lengths)
+    for row, (tree, length) in enumerate(zip(trees, lengths, strict=True)):
+        chain_ids[row, :len(own_chains[row])] = torch.tensor(own_chains[row])
         if tree.tail_tokens:
             count = len(tree.tail_tokens)
             tail_ids[row, :count] = torch.tensor(tree.tail_tokens)
@@ -167,38 +287,53 @@ def batch_trees(trees: Sequence[Tree], pad_id: int) -> TreeBatch:
         for option in tree.scored:
             for node, _ in option:
                 if node < len(tree.chain):
-                    chain_keep[row, node] = True
+                    chain_keep[row, node - length] = True
                 else:
                     tail_keep[row, node - len(tree.chain)] = True
     # Row of each kept node in the concatenated logits: pass-1 rows first, both row-major.
     chain_rank = (chain_keep.flatten().cumsum(0) - 1).reshape(rows, chain_width)
     tail_rank = (tail_keep.flatten().cumsum(0) - 1 + int(chain_keep.sum())).reshape(rows, tail_width)
     logit_rows, option_index, slot, targets, sizes = [], [], [], [], []
-    for row, tree in enumerate(trees):
+    for row, (tree, length) in enumerate(zip(trees, lengths, strict=True)):
         chain = len(tree.chain)
         for option in tree.scored:
             for place, (node, token) in enumerate(option):
-                rank = chain_rank[row, node] if node < chain else tail_rank[row, node - chain]
+                rank = chain_rank[row, node - length] if node < chain else tail_rank[row, node - chain]
                 logit_rows.append(int(rank))
                 option_index.append(len(sizes))
                 slot.append(place)
                 targets.append(token)
             sizes.append(len(option))
+    sees_prefix = torch.arange(prefix_width)[None, :] < prefix_lengths[:, None]  # (rows, prefix width)
     visible = None
     if tail_width:
         chain_slots = torch.arange(chain_width)
         tail_slots = torch.arange(tail_width)
-        sees_chain = (chain_slots[None, :] < chain_lengths[:, None])[:, None, :].expand(rows, tail_width, chain_width)
+        sees_chain = chain_slots[None, :] < chain_lengths[:, None]
+        sees_context = torch.cat([sees_prefix, sees_chain], dim=1)[:, None, :].expand(
+            rows, tail_width, prefix_width + chain_width)
         # sees_tail[r, a, b] = b <= a < ends[r, b]
         sees_tail = (tail_slots[None, None, :] <= tail_slots[None, :, None]) & (
             tail_slots[None, :, None] < tail_ends[:, None, :])
         real = tail_slots[None, :] < torch.tensor([len(t.tail_tokens) for t in trees])[:, None]
-        sees_chain = sees_chain & real[:, :, None]  # a padding node sees only itself
-        visible = torch.cat([sees_chain, sees_tail], dim=2)[:, None]
+        sees_context = sees_context & real[:, :, None]  # a padding node sees only itself
+        visible = torch.cat([sees_context, sees_tail], dim=2)[:, None]
+    prefix: dict[str, torch.Tensor] = {}
+    if prefixes:
+        prefix_ids = torch.full((len(prefixes), prefix_width), pad_id, dtype=torch.long)
+        for tokens, index in prefixes.items():
+            prefix_ids[index, :len(tokens)] = torch.tensor(tokens)
+        prefix = {
+            "prefix_ids": prefix_ids, "prefix_rows": torch.tensor(prefix_rows),
+            # Each row sees its own prefix (none: all hidden) and its chain; chain padding lies to the
+            # right, where causal attention keeps real positions from looking.
+            "chain_mask": torch.cat([sees_prefix, torch.ones(rows, chain_width, dtype=torch.bool)], dim=1).long(),
+            "chain_positions": prefix_lengths[:, None] + torch.arange(chain_width)[None, :],
+        }
     return TreeBatch(
         chain_ids=chain_ids, chain_keep=chain_keep,
         tail_ids=tail_ids if tail_width else None, tail_positions=tail_positions if tail_width else None,
         tail_visible=visible, tail_keep=tail_keep if tail_width else None,
         logit_rows=torch.tensor(logit_rows), option_index=torch.tensor(option_index), slot=torch.tensor(slot),
-        targets=torch.tensor(targets), sizes=sizes,
+        targets=torch.tensor(targets), sizes=sizes, **prefix,
     )
