@@ -7,6 +7,7 @@ import torch
 
 from harness.engine import ChoiceRequest, GenerateRequest
 from harness.engine.batching import shared_prefix_batches, token_budget_batches
+from harness.engine.hf import attention_pair_cost
 from tests.conftest import collect
 
 
@@ -124,3 +125,17 @@ def test_shared_prefix_batches_keep_groups_together_within_budget():
     # Nothing to share, or too little to pay for the prefix's own call: no shared batches.
     assert shared_prefix_batches(lengths, [(-1, 0)] * len(lengths), budget=1000) is None
     assert shared_prefix_batches([300, 310], [(0, 8), (0, 8)], budget=4096, call_cost=64) is None
+    # Long rows after a short prefix: fewer positions, but where attention is dear (a narrow model)
+    # attending to a cached prefix through a mask costs more than the causal kernel saves.
+    long = ([700] * 4, [(0, 90)] * 4)
+    assert shared_prefix_batches(*long, budget=4096, call_cost=64) == [[0, 1, 2, 3]]
+    assert shared_prefix_batches(*long, budget=4096, call_cost=64, pair_cost=0.002) is None
+
+
+def test_attention_pair_cost_weighs_attention_against_the_body(plain_backend):
+    config = plain_backend.model.config
+    cost = attention_pair_cost(plain_backend.model)
+    assert cost > 0
+    # Per layer: 4 x hidden FLOPs for a query-key pair, against 2 FLOPs per body weight for a position.
+    body_per_layer = 2 * config.hidden_size / cost
+    assert 12 * config.hidden_size ** 2 <= body_per_layer <= 20 * config.hidden_size ** 2

@@ -293,6 +293,8 @@ def test_shared_prefix_groups_choose_the_split_that_saves_most():
     assert [length for _, length in groups] == [40, 15, 40, 15, 40, 15, 0, 0, 0]
     assert groups[0][0] == groups[2][0] == groups[4][0] != groups[1][0] == groups[3][0] == groups[5][0]
     assert all(group == -1 for group, _ in groups[6:])
+    # A group must also save enough: the second template's (2 x 15) does not, the first's does.
+    assert [n for _, n in shared_prefix_groups(sequences, least_saving=50)] == [40, 0, 40, 0, 40, 0, 0, 0, 0]
     # Ten rows share 30 tokens, two of them 35: one group of ten saves more (9 x 30 > 1 x 35).
     nested = [list(range(30)) + [50 + i] for i in range(8)] + [list(range(35)) + [i] for i in (1, 2)]
     assert {length for _, length in shared_prefix_groups(nested)} == {30}

@@ -96,7 +96,7 @@ def common_length(first: Sequence[int], second: Sequence[int]) -> int:
 
 
 def shared_prefix_groups(
-    sequences: Sequence[Sequence[int]], minimum: int = MIN_SHARED_PREFIX
+    sequences: Sequence[Sequence[int]], minimum: int = MIN_SHARED_PREFIX, least_saving: int = 0
 ) -> list[tuple[int, int]]:
     """(group, prefix length) of each sequence: the members of a group share their first `prefix
     length` tokens; (-1, 0) for a sequence that shares no prefix worth computing once.
@@ -105,8 +105,11 @@ def shared_prefix_groups(
     least common-prefix length between neighbours. Runs nest (every template of a task may begin
     with the same 10 tokens, the rows of one template with the same 300), so which runs become
     groups is chosen to save the most positions, (members - 1) x prefix length summed over groups:
-    a run is split at its least neighbour length wherever its parts save more than the whole. The
-    result depends on the sequences alone, so a resumed run groups and batches as the first did.
+    a run is split at its least neighbour length wherever its parts save more than the whole. A
+    group must share `minimum` tokens and save `least_saving` positions: batches keep a group's
+    members together, which costs padding and calls that two questions sharing ten tokens by
+    chance do not repay. The result depends on the sequences alone, so a resumed run groups and
+    batches as the first did.
     """
     count = len(sequences)
     result = [(-1, 0)] * count
@@ -141,6 +144,8 @@ def shared_prefix_groups(
     for run in reversed(range(len(starts))):
         parts = sum(saving[child] for child in children[run])
         own = (ends[run] - starts[run] - 1) * shared[run] if shared[run] >= minimum else 0
+        if own < least_saving:
+            own = 0
         # On a tie, one group: one prefix to compute instead of several.
         whole[run] = own > 0 and own >= parts
         saving[run] = own if whole[run] else parts
