@@ -52,13 +52,14 @@ class Recipe:
     tune_lr: float = 2e-3
     batch_size: int = 16
     max_length: int = 1024
-    held_out_clusters: tuple[str, ...] = ("list_operations",)
+    held_out_clusters: tuple[str, ...] = ("lexicon_classification",)
     held_out_templates: int = 2
+    fewshot_fraction: float = 0.5
     seed: int = 0
 
 
 DEFAULT_RECIPE = Recipe()
-_TUNING_FIELDS = ("tune_steps", "tune_lr", "held_out_clusters", "held_out_templates")
+_TUNING_FIELDS = ("tune_steps", "tune_lr", "held_out_clusters", "held_out_templates", "fewshot_fraction")
 Stage = Callable[[str, int], None]  # (what is being trained, total steps), before each training starts
 
 
@@ -123,8 +124,8 @@ def build_tuned(recipe: Recipe | None = None, stage: Stage | None = None,
     base = str(build_base(recipe, stage, on_progress))
 
     def write(folder: Path) -> None:
-        config = MixtureConfig(held_out_clusters=recipe.held_out_clusters,
-                               held_out_templates=recipe.held_out_templates, seed=recipe.seed)
+        config = MixtureConfig(held_out_clusters=recipe.held_out_clusters, held_out_templates=recipe.held_out_templates,
+                               fewshot_fraction=recipe.fewshot_fraction, seed=recipe.seed)
         mixture = prepare_mixture(registry, base, config, chat="off")
         if stage:
             stage(f"tuning {TUNED_NAME} on {len(mixture.examples)} examples "
