@@ -135,8 +135,9 @@ def _labels(record: dict[str, Any]) -> dict[tuple[str, str, str, int], str | Non
             for s in ungrouped(record)}
 
 
-def _metric_name(names: Iterable[str]) -> str:
-    return ",".join(sorted(set(names)))
+def metric_label(names: Iterable[str]) -> str:
+    """The metric(s) behind an aggregate: "acc", or "acc,exact_match" over tasks ranked differently."""
+    return ",".join(sorted({part for name in names for part in name.split(",")}))
 
 
 class _TaskCells:
@@ -233,7 +234,7 @@ def cluster_scores(record: dict[str, Any], samples: list[dict[str, Any]], *, see
         low, high = percentile_interval(np.mean([r for _, _, r in members], axis=0), confidence)
         rows.append({
             "cluster": cluster, "shots": shots, "seen_status": label,
-            "metric": _metric_name(c.metric for c, _, _ in members),
+            "metric": metric_label(c.metric for c, _, _ in members),
             "mean": clean(np.mean([m for _, m, _ in members])), "low": low, "high": high,
             "tasks": len(members), "samples": sum(len(c.entries) for c, _, _ in members),
         })
@@ -264,7 +265,7 @@ def shots_curve(record: dict[str, Any]) -> list[dict[str, Any]]:
     rows.sort(key=lambda r: (r["cluster"], r["task"], r["shots"]))
     for shots in sorted({s for _, s in means}):
         present = [v for (_, s), v in means.items() if s == shots]
-        rows.append({"task": "(all)", "cluster": "(all)", "metric": _metric_name(m for _, m, _ in present),
+        rows.append({"task": "(all)", "cluster": "(all)", "metric": metric_label(m for _, m, _ in present),
                      "shots": shots, "mean": clean(np.mean([mean for _, _, mean in present]))})
     return rows
 
@@ -311,5 +312,5 @@ def overall_score(record: dict[str, Any], samples: list[dict[str, Any]], *, seed
     replicates = np.mean([np.mean([r for _, _, r in members], axis=0) for members in by_cluster.values()], axis=0)
     low, high = percentile_interval(replicates, confidence)
     members = [c for group in by_cluster.values() for c, _, _ in group]
-    return {"metric": _metric_name(c.metric for c in members), "mean": clean(np.mean(means)), "low": low,
+    return {"metric": metric_label(c.metric for c in members), "mean": clean(np.mean(means)), "low": low,
             "high": high, "clusters": len(by_cluster), "samples": sum(len(c.entries) for c in members)}

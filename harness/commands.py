@@ -68,7 +68,7 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
 
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
                                     overwrite=args.overwrite, progress=advance, batch_tokens=args.batch_tokens,
-                                    seen=args.seen)
+                                    seen=args.seen, reuse_complete=True)
         console.print(score_table(record))
         sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
         if sensitivity:

@@ -22,6 +22,7 @@ from harness.analysis import (
     check_bootstrap,
     check_samples,
     clean,
+    metric_label,
     percentile_interval,
     row_weights,
     task_metrics,
@@ -122,7 +123,7 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _metric(names: list[str]) -> str:
-    return ",".join(sorted(set(names)))
+    return metric_label(names)
 
 
 def compare_runs(a: Run, b: Run, *, seed: int = 0, resamples: int = 1000, confidence: float = 0.95,

@@ -70,14 +70,19 @@ def test_kill_9_then_same_command_gives_identical_record(tiny_models, tmp_path, 
     assert samples.read_bytes() == (reference / "r" / "samples.jsonl").read_bytes()
 
 
-def test_complete_run_is_not_overwritten_without_flag(tiny_models, tmp_path, capsys, monkeypatch):
+def test_complete_run_is_shown_again_and_never_overwritten_without_flag(tiny_models, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(Path(tiny_models["tiny-llama"]).parent.parent))
     args = ["run", "--model", str(tiny_models["tiny-llama"]), "--tasks", "parity", "--templates", "completion",
             "--limit", "3", "--out", str(tmp_path), "--run-id", "r"]
     assert main(args) == 0
     first = (tmp_path / "r" / "run.json").read_text()
-    assert main(args) == 2
-    assert "holds a complete run; pass --overwrite" in capsys.readouterr().err
+    table = capsys.readouterr().out
+    # The same command again shows the finished record without recomputing it.
+    assert main(args) == 0
+    assert capsys.readouterr().out == table and (tmp_path / "r" / "run.json").read_text() == first
+    # Another command on the same run directory is refused.
+    assert main([*args, "--limit", "4"]) == 2
+    assert "holds a complete run of a different command" in capsys.readouterr().err
     assert (tmp_path / "r" / "run.json").read_text() == first
     assert main([*args, "--limit", "4", "--overwrite"]) == 0
     assert json.loads((tmp_path / "r" / "run.json").read_text())["counts"]["samples"] == 4
