@@ -48,7 +48,7 @@ class Recipe:
     tokenizer_documents: int = 2000  # corpus documents the tokenizer sees besides `default_texts()`
     pretrain_steps: int = 1000
     pretrain_lr: float = 3e-3
-    tune_steps: int = 1000
+    tune_steps: int = 2000
     tune_lr: float = 2e-3
     batch_size: int = 16
     max_length: int = 1024
