@@ -264,6 +264,15 @@ def _tune_configs(args: argparse.Namespace, registry: Registry):
     return held_out, mixture_config, train_config
 
 
+def training_processes():
+    """The process group of a data-parallel launch (a single process otherwise), set up before the
+    output folder is read so that every process sees it as it was before training."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _training_progress(console: Console) -> Progress:
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tokens/s"),
@@ -281,7 +290,11 @@ def tune_command(args: argparse.Namespace, console: Console) -> None:
         sweep_command(args, registry, console)
         return
     _, mixture_config, train_config = _tune_configs(args, registry)
+    processes = training_processes()
+    if not processes.is_main_process:  # under torchrun / accelerate launch, one process talks
+        console = Console(quiet=True)
     state = prepare_output(args.out, args.base, args.resume)
+    processes.wait_for_everyone()  # every process has read --out before any of them writes to it
     with console.status("building the training mixture"):
         mixture = prepare_mixture(registry, args.base, mixture_config, args.chat)
     console.print(mixture_table(mixture))

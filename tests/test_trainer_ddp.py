@@ -44,3 +44,20 @@ def test_two_processes_end_with_the_weights_of_one_process_accumulating(tiny_mod
     assert any(not torch.equal(ddp[k], start[k]) for k in ddp), "training moved the weights"
     for key in ddp:
         torch.testing.assert_close(ddp[key], single[key], rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun (part of torch) is not next to this Python")
+def test_harness_tune_under_torchrun_talks_once_and_writes_one_checkpoint(tiny_models, tmp_path):
+    out = tmp_path / "tuned"
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                   "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    launched = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "harness.cli", "tune",
+         "--base", str(tiny_models["tiny-llama"]), "--held-out", "comparison", "--steps", "2", "--total", "16",
+         "--batch-size", "2", "--save-every", "1", "--out", str(out)],
+        env=environment, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    assert launched.stdout.count("Training mixture") == 1 and launched.stdout.count("trained 2 steps") == 1
+    from harness.tune.manifest import read_manifest
+
+    assert read_manifest(out).trained_steps == 2 and read_manifest(out / "checkpoint-1").trained_steps == 1

@@ -149,4 +149,10 @@ def train_and_record(
     summary = train(pairs, base, config, out, resume_from=state.resume_from, on_progress=on_progress,
                     checkpoint_files=checkpoint_manifest)
     final = replace(manifest, trained_steps=config.steps)
-    return TuneResult(final, write_manifest(out, final), summary, state.resume_from)
+    from accelerate import PartialState
+
+    processes = PartialState()
+    if processes.is_main_process:  # the weights are saved by the main process too
+        write_manifest(out, final)
+    processes.wait_for_everyone()
+    return TuneResult(final, out / MANIFEST_FILE, summary, state.resume_from)
