@@ -191,30 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     # The tokenizers library warns and disables threads after a fork unless told up front.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        if args.command == "run":
-            from harness.commands import run_command
+        # Imported on use: the commands module pulls in torch and transformers, which `--help` never needs.
+        from harness import commands
 
-            run_command(args, console)
-        elif args.command == "tasks":
-            from harness.commands import tasks_command
-
-            tasks_command(args, console)
-        elif args.command == "tune":
-            from harness.commands import tune_command
-
-            tune_command(args, console)
-        elif args.command == "templates":
-            from harness.commands import templates_command
-
-            templates_command(args, console)
-        elif args.command == "compare":
-            from harness.commands import compare_command
-
-            compare_command(args, console)
-        elif args.command == "report":
-            from harness.commands import report_command
-
-            report_command(args, console)
+        getattr(commands, f"{args.command}_command")(args, console)
         return 0
     except HarnessError as exc:
         if args.debug:
