@@ -3,18 +3,17 @@
 The page is a single file: plots are inline SVG, the style sheet is inline, and there are no
 scripts, fonts, images or links to fetch, so it reads the same from a CI artifact, a mail
 attachment or a laptop with no network. Every number on it comes from `harness.analysis` and
-`harness.compare`; this module only chooses plots and formats. The bytes depend only on the inputs
-(matplotlib's SVG ids are salted with a constant, its date stamp and metadata are dropped, nothing
-iterates over an unordered set), so two reports of the same runs can be diffed.
+`harness.compare`; this module chooses the tables and plots (drawn by `harness.report_figures`) and
+lays them out. The bytes depend only on the inputs (matplotlib's SVG ids are salted with a constant,
+its date stamp and metadata are dropped, nothing iterates over an unordered set), so two reports of
+the same runs can be diffed.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,24 +21,27 @@ from typing import Any
 from harness.analysis import cluster_scores, generalization_gap, shots_curve, task_scores, template_sensitivity
 from harness.compare import compare_by_seen_status, compare_runs
 from harness.errors import HarnessError
-from harness.report import primary_metric, ungrouped
+from harness.report_figures import (
+    DASH,
+    PALETTE,
+    STATUS_NAMES,
+    cluster_figure,
+    figure_svg,
+    interval,
+    pct,
+    scatter_figure,
+    shots_figure,
+    signed,
+    span,
+    status_of,
+    status_order,
+    sweep_figure,
+    template_figure,
+)
 from harness.results import load_run
 
-SEEN_STATUSES = ("seen", "held_out_template", "held_out_task", "held_out_cluster")
-STATUS_NAMES = {"seen": "seen", "held_out_template": "held-out template", "held_out_task": "held-out task",
-                "held_out_cluster": "held-out cluster", None: "unlabelled"}
-# Hatching tells seen from held-out bars without using up colours, which stand for runs.
-# (Dotted hatches are left out: matplotlib writes each dot as a curve, and a page grows by megabytes.)
-STATUS_HATCH = {"seen": "", "held_out_template": "///", "held_out_task": "---", "held_out_cluster": "xxx",
-                None: ""}
-STATUS_COLOURS = {"seen": "#2ca02c", "held_out_template": "#1f77b4", "held_out_task": "#ff7f0e",
-                  "held_out_cluster": "#d62728", None: "#7f7f7f"}
-MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")
 CONFIDENCE = 0.95
 RESAMPLES = 1000
-DASH = "\u2013"
 
 
 @dataclass(frozen=True)
@@ -168,41 +170,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# ---------------------------------------------------------------------------------------------
-# Formatting
-
-
-def pct(value: float | None) -> str:
-    """A score in percent with one decimal, as every table of the harness shows it."""
-    return DASH if value is None else f"{100 * value:.1f}"
-
-
-def signed(value: float | None) -> str:
-    return DASH if value is None else f"{100 * value:+.1f}"
-
-
-def interval(low: float | None, high: float | None, sign: str = "") -> str:
-    """[low, high] in percent, as the terminal tables write intervals; `sign="+"` for deltas."""
-    return DASH if low is None or high is None else f"[{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
-
-
-def span(low: float | None, high: float | None) -> str:
-    """A range that is not an interval (quartiles, min to max)."""
-    return DASH if low is None or high is None else f"{100 * low:.1f}{DASH}{100 * high:.1f}"
-
-
-def _status(row: dict[str, Any]) -> str | None:
-    status = row.get("seen_status")
-    return status if status in SEEN_STATUSES else None
-
-
-def _status_order(status: str | None) -> int:
-    return SEEN_STATUSES.index(status) if status in SEEN_STATUSES else len(SEEN_STATUSES)
-
-
 def labelled(record: dict[str, Any]) -> bool:
     """Whether the run's scores say seen or held out (from a training manifest or `harness run --seen`)."""
-    return any(_status(s) is not None for s in record["scores"])
+    return any(status_of(s) is not None for s in record["scores"])
 
 
 def _labels(runs: list[tuple[str, dict[str, Any], list[dict[str, Any]]]]) -> list[str]:
@@ -254,33 +224,33 @@ def build_report(
 
     def add(plot_id: str, title: str, caption: str, why_not: str | None, draw) -> None:
         if why_not is None:
-            plots.append(Plot(plot_id, title, caption, _svg(draw(), plot_id)))
+            plots.append(Plot(plot_id, title, caption, figure_svg(draw(), plot_id)))
         else:
             omitted.append((plot_id, why_not))
 
     add("plot-clusters", "Score per cluster",
         f"Mean primary metric per cluster, one bar per run (colour){_hatch_note(runs)}; whiskers: "
         f"{CONFIDENCE:.0%} bootstrap interval.", None if any(clusters.values()) else "no cluster scores in the runs",
-        lambda: _cluster_figure(clusters, labels, colours))
+        lambda: cluster_figure(clusters, labels, colours))
     add("plot-templates", "Spread across templates",
         "Primary metric of each template of a task, one box per run: the box spans the interquartile range, "
         "the line is the median, dots are single templates. A wide box means the score depends on the wording.",
-        None, lambda: _template_figure(pairs, labels, colours))
+        None, lambda: template_figure(pairs, labels, colours))
     shot_counts = sorted({row["shots"] for rows in curves.values() for row in rows})
     add("plot-shots", "Score against shots",
         "Mean primary metric over all tasks and templates per shot count, one line per run.",
         None if len(shot_counts) > 1 else f"one shot count ({_join(shot_counts)}-shot): no shots curve",
-        lambda: _shots_figure(curves, labels, colours))
+        lambda: shots_figure(curves, labels, colours))
     add("plot-scatter", f"Per task: {labels[0]} against later runs",
         f"Each point is a task (and shot count): x is its score under {labels[0]}, y under the later run; "
         "points above the diagonal improved; whiskers: intervals. Colour: seen status where the later run has one, "
         "else cluster; marker: shot count.",
         None if len(runs) > 1 else "one run: no base-against-tuned scatter",
-        lambda: _scatter_figure(tasks, labels))
+        lambda: scatter_figure(tasks, labels))
     add("plot-sweep", "Held-out score against training clusters",
         "Held-out score after tuning on more and more clusters (0: the base model); band: the interval "
         "of each point.", None if sweep is not None else "no --sweep given: no sweep curve",
-        lambda: _sweep_figure(sweep))
+        lambda: sweep_figure(sweep))
 
     tables = [_runs_grid(runs, labels)]
     tables += [_generalization_grid(rows, labels[0], label, index) for index, (label, rows) in enumerate(by_status, 1)]
@@ -339,8 +309,8 @@ def _runs_grid(runs: list[tuple[str, dict[str, Any], list[dict[str, Any]]]], lab
 
 def _cluster_grid(clusters: dict[str, list[dict[str, Any]]], labels: list[str]) -> Grid:
     ordered = sorted(((label, row) for label in labels for row in clusters[label]),
-                     key=lambda p: (p[1]["cluster"], p[1]["shots"], labels.index(p[0]), _status_order(_status(p[1]))))
-    rows = tuple((row["cluster"], str(row["shots"]), label, STATUS_NAMES[_status(row)], str(row.get("metric", "")),
+                     key=lambda p: (p[1]["cluster"], p[1]["shots"], labels.index(p[0]), status_order(status_of(p[1]))))
+    rows = tuple((row["cluster"], str(row["shots"]), label, STATUS_NAMES[status_of(row)], str(row.get("metric", "")),
                   pct(row.get("mean")), interval(row.get("low"), row.get("high")), str(row.get("tasks", DASH)),
                   str(row.get("samples", DASH))) for label, row in ordered)
     return Grid("table-clusters", "Score per cluster",
@@ -435,243 +405,6 @@ def _sweep_grid(sweep: dict[str, Any]) -> Grid:
                 tuple(rows), frozenset({0, 3}), note=" ".join(note))
 
 
-# ---------------------------------------------------------------------------------------------
-# Plots
-
-
-def _new_figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _svg(figure, prefix: str) -> str:
-    """The figure as SVG markup fit for inlining: no XML prolog, no metadata, ids unique on the page.
-
-    Glyph and clip-path ids are prefixed with the plot id, since several SVGs in one HTML
-    document share one id namespace."""
-    import matplotlib
-
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "harness-report", "svg.fonttype": "path"}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    text = text[text.index("<svg"):]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
-    text = re.sub(r"<!--.*?-->\s*", "", text, flags=re.S)
-    text = re.sub(r'\s+xmlns(?::xlink)?="[^"]*"', "", text)
-    ids = set(re.findall(r'\bid="([^"]+)"', text))
-    return re.sub(r'(\bid="|href="#|url\(#)([^")]+)',
-                  lambda m: m.group(1) + (f"{prefix}-{m.group(2)}" if m.group(2) in ids else m.group(2)), text)
-
-
-def _cluster_figure(clusters: dict[str, list[dict[str, Any]]], labels: list[str], colours: dict[str, str]):
-    from matplotlib.patches import Patch
-
-    shots = sorted({row["shots"] for rows in clusters.values() for row in rows})
-    names = sorted({row["cluster"] for rows in clusters.values() for row in rows})
-    series = sorted({(label, _status(row)) for label in labels for row in clusters[label]},
-                    key=lambda s: (labels.index(s[0]), _status_order(s[1])))
-    index = {(label, row["cluster"], row["shots"], _status(row)): row for label in labels for row in clusters[label]}
-    # Each cluster gets only the bars it has (a base run has no seen/held-out split), centred on its
-    # tick and in the same places in every shot panel.
-    present = {name: [s for s in series if any((s[0], name, k, s[1]) in index for k in shots)] for name in names}
-    most = max(len(bars) for bars in present.values())
-    width = 0.8 / most
-    # Wide enough for every bar, capped so the page does not shrink the text to nothing.
-    figure = _new_figure(min(16.0, max(10.0, 1.2 + len(names) * (0.35 * most + 0.4))), 0.6 + 3.0 * len(shots))
-    axes = figure.subplots(len(shots), 1, squeeze=False, sharex=True)[:, 0]
-    for ax, k in zip(axes, shots, strict=True):
-        top = 100.0
-        for i, name in enumerate(names):
-            for j, (label, status) in enumerate(present[name]):
-                row = index.get((label, name, k, status))
-                if row is None or row.get("mean") is None:
-                    continue
-                mean = 100 * row["mean"]
-                below = mean - 100 * row["low"] if row.get("low") is not None else 0.0
-                above = 100 * row["high"] - mean if row.get("high") is not None else 0.0
-                top = max(top, mean + above)
-                ax.bar([i + (j - (len(present[name]) - 1) / 2) * width], [mean], width, color=colours[label],
-                       hatch=STATUS_HATCH[status], edgecolor="#333333", linewidth=0.4, yerr=[[below], [above]],
-                       capsize=2, error_kw={"elinewidth": 0.8})
-        ax.set_ylim(0, top * 1.02)
-        ax.set_ylabel(f"{k}-shot score (%)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    axes[-1].set_xticks(range(len(names)), names, rotation=20 if len(names) > 5 else 0,
-                        ha="right" if len(names) > 5 else "center")
-    handles = [Patch(facecolor=colours[label], label=label) for label in labels]
-    statuses = sorted({status for _, status in series if status is not None}, key=_status_order)
-    handles += [Patch(facecolor="white", edgecolor="#333333", hatch=STATUS_HATCH[s], label=STATUS_NAMES[s])
-                for s in statuses]
-    figure.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 3), fontsize=8, frameon=False)
-    return figure
-
-
-def _template_means(record: dict[str, Any]) -> dict[tuple[str, int], list[float]]:
-    """Per (task, shots): the primary metric of each template, in template order."""
-    means: dict[tuple[str, int], list[float]] = {}
-    for score in ungrouped(record):
-        metric = score["metrics"][primary_metric(score)]["mean"]
-        means.setdefault((score["task"], score["shots"]), []).append(100 * metric)
-    return means
-
-
-def _template_figure(pairs: list[tuple[dict[str, Any], list[dict[str, Any]]]], labels: list[str],
-                     colours: dict[str, str]):
-    from matplotlib.patches import Patch
-
-    per_run = [_template_means(record) for record, _ in pairs]
-    shots = sorted({k for means in per_run for _, k in means})
-    tasks = sorted({task for means in per_run for task, _ in means})
-    width = 0.8 / len(labels)
-    figure = _new_figure(min(16.0, max(10.0, 1.2 + len(tasks) * (0.4 * len(labels) + 0.4))),
-                         0.6 + 3.0 * len(shots))
-    axes = figure.subplots(len(shots), 1, squeeze=False, sharex=True)[:, 0]
-    for ax, k in zip(axes, shots, strict=True):
-        for j, (label, means) in enumerate(zip(labels, per_run, strict=True)):
-            data, positions = [], []
-            for i, task in enumerate(tasks):
-                if (task, k) in means:
-                    data.append(means[(task, k)])
-                    positions.append(i - 0.4 + width * (j + 0.5))
-            if not data:
-                continue
-            ax.boxplot(data, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=False,
-                       boxprops={"facecolor": colours[label], "alpha": 0.55, "linewidth": 0.6},
-                       medianprops={"color": "black", "linewidth": 1.2}, whiskerprops={"linewidth": 0.6},
-                       capprops={"linewidth": 0.6})
-            for position, values in zip(positions, data, strict=True):
-                ax.plot([position] * len(values), values, "o", color=colours[label], markersize=2.5,
-                        markeredgecolor="black", markeredgewidth=0.3)
-        ax.set_ylim(-3, 103)
-        ax.set_ylabel(f"{k}-shot score (%)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    axes[-1].set_xticks(range(len(tasks)), tasks, rotation=30 if len(tasks) > 4 else 0,
-                        ha="right" if len(tasks) > 4 else "center")
-    axes[-1].set_xlim(-0.6, len(tasks) - 0.4)
-    figure.legend(handles=[Patch(facecolor=colours[label], alpha=0.55, label=label) for label in labels],
-                  loc="outside upper center", ncols=min(len(labels), 3), fontsize=8, frameon=False)
-    return figure
-
-
-def _shots_figure(curves: dict[str, list[dict[str, Any]]], labels: list[str], colours: dict[str, str]):
-    figure = _new_figure(8.0, 3.8)
-    ax = figure.subplots()
-    shots = set()
-    for label in labels:
-        points = sorted((row["shots"], 100 * row["mean"]) for row in curves[label]
-                        if row["task"] == "(all)" and row.get("mean") is not None)
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colours[label], label=label)
-            shots.update(p[0] for p in points)
-    ax.set_xticks(sorted(shots))
-    # At least ten points of range, so a difference of a fraction of a point does not fill the plot.
-    low, high = ax.get_ylim()
-    middle = (low + high) / 2
-    ax.set_ylim(max(0.0, min(low, middle - 5)), min(100.0, max(high, middle + 5)))
-    ax.set_xlabel("shots")
-    ax.set_ylabel("mean score (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
-    return figure
-
-
-def _scatter_figure(tasks: dict[str, list[dict[str, Any]]], labels: list[str]):
-    from matplotlib.lines import Line2D
-
-    base = labels[0]
-    later = labels[1:]
-    exact = {(row["task"], row["shots"], _status(row)): row for row in tasks[base]}
-    by_task: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for row in tasks[base]:
-        by_task.setdefault((row["task"], row["shots"]), []).append(row)
-    columns = min(len(later), 3)
-    lines = math.ceil(len(later) / columns)
-    figure = _new_figure(5.2 * columns + 0.6, 5.0 * lines + 0.4)
-    axes = figure.subplots(lines, columns, squeeze=False).ravel()
-    for ax in axes[len(later):]:
-        ax.set_visible(False)
-    shot_counts = sorted({row["shots"] for rows in tasks.values() for row in rows})
-    markers = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(shot_counts)}
-    for ax, label in zip(axes, later, strict=False):
-        rows = sorted(tasks[label], key=lambda r: (r["task"], r["shots"], _status_order(_status(r))))
-        by_status = any(_status(row) is not None for row in rows)
-        clusters = sorted({row["cluster"] for row in rows})
-        cluster_colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(clusters)}
-        points = []
-        for row in rows:
-            match = exact.get((row["task"], row["shots"], _status(row)))
-            if match is None and len(by_task.get((row["task"], row["shots"]), [])) == 1:
-                match = by_task[(row["task"], row["shots"])][0]
-            if match is None or match.get("mean") is None or row.get("mean") is None:
-                continue
-            points.append((match, row))
-        # One label per spot: shot counts and labels of a task often land on the same point.
-        names_at: dict[tuple[float, float], list[str]] = {}
-        for match, row in points:
-            x, y = 100 * match["mean"], 100 * row["mean"]
-            xerr = [[x - 100 * match["low"]], [100 * match["high"] - x]] if match.get("low") is not None else None
-            yerr = [[y - 100 * row["low"]], [100 * row["high"] - y]] if row.get("low") is not None else None
-            colour = STATUS_COLOURS[_status(row)] if by_status else cluster_colours[row["cluster"]]
-            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=markers[row["shots"]], color=colour, markersize=6,
-                        elinewidth=0.5, ecolor="#c8c8c8", markeredgecolor="black", markeredgewidth=0.4, alpha=0.85)
-            names = names_at.setdefault((round(x, 1), round(y, 1)), [])
-            if row["task"] not in names:
-                names.append(row["task"])
-        if len(names_at) <= 30:
-            for (x, y), names in names_at.items():
-                ax.annotate(", ".join(names), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7,
-                            color="#333333")
-        ax.plot([0, 100], [0, 100], "--", color="#888888", linewidth=0.8)
-        ax.set_xlim(-3, 103)
-        ax.set_ylim(-3, 103)
-        ax.set_aspect("equal")
-        ax.set_xlabel(f"{base} (%)")
-        ax.set_ylabel(f"{label} (%)")
-        ax.grid(alpha=0.3)
-        keys = sorted({_status(row) for _, row in points}, key=_status_order) if by_status else clusters
-        handles = [Line2D([], [], marker="o", linestyle="", markeredgecolor="black", markeredgewidth=0.4,
-                          color=STATUS_COLOURS[key] if by_status else cluster_colours[key],
-                          label=STATUS_NAMES[key] if by_status else key) for key in keys]
-        if len(shot_counts) > 1:
-            handles += [Line2D([], [], marker=markers[k], linestyle="", color="white", markeredgecolor="black",
-                               label=f"{k}-shot") for k in shot_counts]
-        ax.legend(handles=handles, fontsize=7, loc="lower right", frameon=True, framealpha=0.8)
-    return figure
-
-
-def _sweep_figure(sweep: dict[str, Any] | None):
-    assert sweep is not None
-    points = sweep["points"]
-    xs = [p["n_clusters"] for p in points]
-    means = [100 * p["mean"] for p in points]
-    figure = _new_figure(8.0, 4.0)
-    ax = figure.subplots()
-    ax.fill_between(xs, [100 * p["low"] for p in points], [100 * p["high"] for p in points], color="#1f77b4",
-                    alpha=0.2, linewidth=0, label="interval")
-    ax.plot(xs, means, "o-", color="#1f77b4", label="mean")
-    previous: set[str] = set()
-    for point, mean in zip(points, means, strict=True):
-        added = sorted(set(point.get("trained_clusters", [])) - previous)
-        previous = set(point.get("trained_clusters", []))
-        note = "base" if point["n_clusters"] == 0 else ("+" + ", ".join(added) if added else "")
-        if note:
-            ax.annotate(note, (point["n_clusters"], mean), xytext=(0, 7), textcoords="offset points",
-                        ha="center", fontsize=7, color="#333333")
-    ax.set_xticks(xs)
-    ax.set_xlim(min(xs) - 0.4, max(xs) + 0.4)  # room for the labels of the first and last point
-    ax.set_xlabel("training clusters")
-    ax.set_ylabel(f"held-out {sweep['metric']} (%)")
-    ax.set_title("held out: " + (", ".join(sweep["held_out_clusters"]) or DASH), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
-    return figure
-
-
-# ---------------------------------------------------------------------------------------------
 # Writers
 
 STYLE = """
