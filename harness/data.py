@@ -177,17 +177,20 @@ def load_split(
 
 
 class FewshotSampler:
-    """Seeded exemplar draws from a few-shot split, never including the row being evaluated.
+    """Exemplars from a few-shot split, never including the row being evaluated.
 
-    The draw for a row depends only on (seed, task, row id), not on the order rows are visited,
+    A random draw for a row depends only on (seed, task, row id), not on the order rows are visited,
     so a resumed run and an uninterrupted one show the model exactly the same prompts, and every
-    template of a row gets the same exemplars (which keeps template comparisons paired).
+    template of a row gets the same exemplars (which keeps template comparisons paired). With
+    `first_n`, every row gets the pool's first k rows (the evaluated row skipped), so all rows of a
+    template share one few-shot preamble, which the engine then computes once per batch.
     """
 
-    def __init__(self, pool: Split, seed: int, same_split_as_eval: bool) -> None:
+    def __init__(self, pool: Split, seed: int, same_split_as_eval: bool, first_n: bool = False) -> None:
         self.pool = pool
         self.seed = seed
         self.same_split = same_split_as_eval
+        self.first_n = first_n
 
     def sample(self, row_id: str, k: int) -> list[tuple[str, dict[str, Any]]]:
         if k == 0:
@@ -199,5 +202,6 @@ class FewshotSampler:
                 f"{self.pool.name!r} has {len(candidates)}; lower --shots or give more rows"
             )
         # One shuffle per row, truncated to k: the 1-shot exemplar is the first of the 5-shot ones.
-        random.Random(f"{self.seed}:{self.pool.task}:{row_id}").shuffle(candidates)
+        if not self.first_n:
+            random.Random(f"{self.seed}:{self.pool.task}:{row_id}").shuffle(candidates)
         return [(self.pool.ids[i], self.pool.rows[i]) for i in candidates[:k]]

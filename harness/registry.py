@@ -42,8 +42,9 @@ _TASK_OPTIONAL = {
 }
 _DATA_KEYS = {
     "generator", "seed", "sizes", "files", "hub", "loader", "options", "eval_split", "fewshot_split", "train_split",
-    "id_field",
+    "id_field", "fewshot_sampler",
 }
+FEWSHOT_SAMPLERS = ("random", "first_n")
 _TEMPLATE_REQUIRED = {"prompt", "tags"}
 _TEMPLATE_OPTIONAL = {"options", "target", "target_delimiter"}
 _TAG_KEYS = {"options", "style", "turned_around", "extra"}
@@ -178,6 +179,10 @@ def _parse_data(path: Path, raw: Any) -> DataSource:
         if "generator" in raw and split_field in raw and raw[split_field] not in sizes:
             raise HarnessError(f"{path}: field 'data.sizes' must give a row count for {split_field} "
                                f"{raw[split_field]!r}")
+    sampler = _expect(path, "data.fewshot_sampler", raw.get("fewshot_sampler", "random"), str, "a sampler name")
+    if sampler not in FEWSHOT_SAMPLERS:
+        raise HarnessError(f"{path}: field 'data.fewshot_sampler' is {sampler!r}; "
+                           f"use one of {', '.join(FEWSHOT_SAMPLERS)}")
     resolved_files = {
         split: str((path.parent / f).resolve()) if not Path(f).is_absolute() else f for split, f in files.items()
     }
@@ -194,6 +199,7 @@ def _parse_data(path: Path, raw: Any) -> DataSource:
         hub_name=hub.get("name"),
         id_field=raw.get("id_field"),
         train_split=_expect(path, "data.train_split", raw.get("train_split"), (str, type(None)), "a split name"),
+        fewshot_sampler=sampler,
     )
 
 
@@ -232,11 +238,12 @@ def load_task(path: Path, template_roots: Sequence[Path] | None = None) -> Task:
     _check_keys(path, generation_raw, set(), {"max_new_tokens", "stop"}, "generation")
     stop = generation_raw.get("stop", ["\n"])
     stop = [stop] if isinstance(stop, str) else stop
+    max_new_tokens = _expect(path, "generation.max_new_tokens", generation_raw.get("max_new_tokens", 32), int,
+                             "an integer")
+    if max_new_tokens < 1:
+        raise HarnessError(f"{path}: generation.max_new_tokens is {max_new_tokens}; give at least 1")
     generation = GenerationConfig(
-        max_new_tokens=_expect(
-            path, "generation.max_new_tokens", generation_raw.get("max_new_tokens", 32), int, "an integer"
-        ),
-        stop=tuple(_expect(path, "generation.stop", stop, list, "a list of strings")),
+        max_new_tokens=max_new_tokens, stop=tuple(_expect(path, "generation.stop", stop, list, "a list of strings")),
     )
     roots = list(template_roots or []) + [path.parent.parent / "templates", BUILTIN_TEMPLATES]
     folder = _expect(path, "templates", raw["templates"], str, "a template folder name")

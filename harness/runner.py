@@ -131,7 +131,8 @@ class Planner:
         if pool is not None:
             self.renderer.check_fields(task, pool.columns, pool.origin)
         sampler = (
-            FewshotSampler(pool, self.config.seed, pool.name == evaluation.name) if pool is not None else None
+            FewshotSampler(pool, self.config.seed, pool.name == evaluation.name, task.data.fewshot_sampler == "first_n")
+            if pool is not None else None
         )
         planned = []
         for template in select_templates(task, self.config.templates):

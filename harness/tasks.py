@@ -59,6 +59,9 @@ class DataSource:
     hub_name: str | None = None
     id_field: str | None = None
     train_split: str | None = None
+    fewshot_sampler: str = "random"
+    """How k-shot exemplars are chosen: "random" (a seeded draw per row) or "first_n" (the first k rows
+    of the few-shot split for every row, as MMLU's dev shots; lm-eval's `first_n` sampler)."""
 
     @property
     def tuning_split(self) -> str | None:

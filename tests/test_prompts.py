@@ -112,6 +112,26 @@ def test_exemplars_never_include_the_evaluated_row(registry):
     assert sampler.sample("3", 1)[0][0] == sampler.sample("3", 5)[0][0]
     assert sampler.sample("3", 5) == FewshotSampler(evaluation, 1, True).sample("3", 5)
     assert sampler.sample("3", 5) != FewshotSampler(evaluation, 2, True).sample("3", 5)
+    # first_n: the pool's first k rows for every row, skipping the evaluated one, whatever the seed.
+    fixed = FewshotSampler(evaluation, seed=1, same_split_as_eval=True, first_n=True)
+    first = list(evaluation.ids[:6])
+    assert [i for i, _ in fixed.sample("25", 5)] == first[:5]
+    assert [i for i, _ in fixed.sample(first[2], 5)] == first[:2] + first[3:6]
+    assert fixed.sample("25", 5) == FewshotSampler(evaluation, 7, True, first_n=True).sample("25", 5)
+
+
+def test_first_n_tasks_give_every_row_the_same_preamble(registry):
+    import dataclasses
+
+    task = registry.get("parity")
+    fixed = dataclasses.replace(task, data=dataclasses.replace(task.data, fewshot_sampler="first_n"))
+    config = RunConfig(tasks="parity", templates="instr_terse", shots=(2,), limit=5)
+    evaluation, pool = load_task_splits(fixed, config)
+    samples = Planner(config, NoChatTemplate()).plan_task(fixed, evaluation, pool)
+    assert {s.exemplar_ids for s in samples} == {tuple(pool.ids[:2])}
+    assert samples[0].prompt == ("Label 716 as even or odd.\nLabel: even\n\nLabel 602 as even or odd.\nLabel: even\n\n"
+                                 "Label 129 as even or odd.\nLabel:")
+    assert samples[3].prompt.startswith("Label 716 as even or odd.\nLabel: even\n\nLabel 602 as even or odd.\n")
 
 
 def test_template_reading_a_missing_field_fails_before_inference(registry, tmp_path):

@@ -76,6 +76,11 @@ def test_template_hash_tracks_rendering_not_tags(tmp_path):
     (lambda t: t.replace("  eval_split: test\n", ""), r"missing required data field 'eval_split'"),
     (lambda t: t.replace("options: [\"no\", \"yes\"]", "options: 3"), r"field 'options' must be a non-empty list"),
     (lambda t: t + "metadata: [1\n", r"mytask.yaml line \d+: invalid YAML"),
+    (lambda t: t.replace("kind: choice", "kind: generate").replace("options: [\"no\", \"yes\"]\nanswer: label",
+                                                                   "target: label\ngeneration: {max_new_tokens: 0}")
+     .replace("[acc]", "[exact_match]"), r"mytask.yaml: generation.max_new_tokens is 0; give at least 1"),
+    (lambda t: t.replace("  eval_split: test\n", "  eval_split: test\n  fewshot_sampler: last\n"),
+     r"mytask.yaml: field 'data.fewshot_sampler' is 'last'; use one of random, first_n"),
 ])
 def test_malformed_task_files_name_file_and_field(tmp_path, change, message):
     path = make_task(tmp_path, change(TASK))
