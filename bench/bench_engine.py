@@ -117,10 +117,14 @@ def bench_model(label: str, path: Path, shrink: int, args: argparse.Namespace) -
     """Every workload on one model; `shrink` divides the row counts (for slow models)."""
     fast = HFBackend(str(path), dtype=args.dtype, device=args.device, fast=True, batch_tokens=args.batch_tokens)
     plain = HFBackend(str(path), dtype=args.dtype, device=args.device, fast=False, batch_tokens=args.batch_tokens)
+    static = HFBackend(str(path), dtype=args.dtype, device=args.device, static_cache=True,
+                       batch_tokens=args.batch_tokens) if args.static_cache else None
     lm_eval = LmEvalRunner(path, args.lm_eval_batches, trial_every=args.trial_every, device=args.device,
                            dtype=args.dtype)
     counters = {"fast": ForwardCounter(fast.model), "plain": ForwardCounter(plain.model),
                 "lm-eval": ForwardCounter(lm_eval.model)}
+    if static is not None:
+        counters["static"] = ForwardCounter(static.model)
     parameters = sum(p.numel() for p in fast.model.parameters())
     # Body parameters: what every computed position multiplies (embedding lookups cost no FLOPs,
     # the LM head runs only where logits are kept), so 2 x body x positions is a floor on FLOPs.
@@ -144,6 +148,8 @@ def bench_model(label: str, path: Path, shrink: int, args: argparse.Namespace) -
             "harness plain": lambda w=workload: harness_run(plain, w),
             f"lm-eval bs={best_batch}": lambda w=workload, b=best_batch: lm_eval.run(w, b),
         }
+        if static is not None and workload.generate:
+            engines["harness static-cache"] = lambda w=workload: harness_run(static, w)
         # lm-eval's auto batch size first runs 5 forward passes of 64 rows of the longest window
         # (of max_length for generation); on a CPU that probe alone can take minutes.
         probe = lm_eval.detection_positions(workload)
@@ -153,7 +159,7 @@ def bench_model(label: str, path: Path, shrink: int, args: argparse.Namespace) -
         else:
             print(f"lm-eval auto skipped: its probe feeds {probe} positions (~{probe_gflop:.0f} GFLOP) "
                   f"> --auto-max-gflop {args.auto_max_gflop}", flush=True)
-        counter_of = {"harness fast": "fast", "harness plain": "plain"}
+        counter_of = {"harness fast": "fast", "harness plain": "plain", "harness static-cache": "static"}
         times: dict[str, list[float]] = {name: [] for name in engines}
         positions: dict[str, int] = {}
         calls: dict[str, int] = {}
@@ -268,6 +274,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: see bench/gpu.md; untested here)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch-tokens", type=int, default=4096, help="the harness's token budget (its default)")
+    parser.add_argument("--static-cache", action="store_true", help="also time generation with the static KV cache "
+                        "(`HFBackend(static_cache=True)`; compiled on CUDA)")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="device peak for MFU (H100 bf16 dense)")
     parser.add_argument("--peak-gbs", type=float, default=3000.0, help="device memory bandwidth for the "
                         "weight-read figure of generation (H100: ~3 TB/s)")

@@ -7,6 +7,7 @@ the harness scores them through `HFBackend`, lm-eval through `HFLM.loglikelihood
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,18 +37,21 @@ class Workload:
         return len(self.choice) + len(self.generate)
 
 
-def _plan(registry: Registry, task_name: str, shots: int, limit: int) -> list[Any]:
+def _plan(registry: Registry, task_name: str, shots: int, limit: int, first_n: bool = False) -> list[Any]:
     config = RunConfig(tasks=task_name, shots=(shots,), limit=limit, chat="off", templates="all")
     task = registry.get(task_name)
+    if first_n:  # the same k exemplars for every row (MMLU's dev shots), as `data.fewshot_sampler: first_n`
+        task = dataclasses.replace(task, data=dataclasses.replace(task.data, fewshot_sampler="first_n"))
     evaluation, pool = load_task_splits(task, config)
     planner = Planner(config, NoChatTemplate())
     return [(planner, s) for s in planner.plan_task(task, evaluation, pool)]
 
 
-def _choice_requests(registry: Registry, tasks: tuple[str, ...], shots: int, limit: int) -> list[ChoiceRequest]:
+def _choice_requests(registry: Registry, tasks: tuple[str, ...], shots: int, limit: int,
+                     first_n: bool = False) -> list[ChoiceRequest]:
     requests = []
     for task_name in tasks:
-        for planner, sample in _plan(registry, task_name, shots, limit):
+        for planner, sample in _plan(registry, task_name, shots, limit, first_n):
             prefix = planner.continuation_prefix(sample.task, sample.template)
             requests.append(ChoiceRequest(sample.prompt, tuple(prefix + o for o in sample.row.options)))
     return requests
@@ -65,10 +69,12 @@ def _option_tokens(tokenizer: Any, request: ChoiceRequest) -> list[int]:
 
 
 def build_workloads(tokenizer: Any, *, rows: int, generate_rows: int) -> list[Workload]:
-    """The three workloads for one model (its tokenizer decides which options are single-token)."""
+    """The workloads for one model (its tokenizer decides which options are single-token)."""
     registry = Registry()
     five_shot = [r for r in _choice_requests(registry, CHOICE_TASKS, 5, rows)
                  if max(_option_tokens(tokenizer, r)) >= 2]
+    five_fixed = [r for r in _choice_requests(registry, CHOICE_TASKS, 5, rows, first_n=True)
+                  if max(_option_tokens(tokenizer, r)) >= 2]
     # Few templates of the tiny model's vocabulary have single-token options: more rows for these.
     zero_shot = [r for r in _choice_requests(registry, CHOICE_TASKS, 0, rows * 6)
                  if max(_option_tokens(tokenizer, r)) == 1]
@@ -80,6 +86,8 @@ def build_workloads(tokenizer: Any, *, rows: int, generate_rows: int) -> list[Wo
     return [
         Workload("mc-5shot-multitoken", "5-shot multiple choice, every template of 5 choice tasks, questions "
                  "with at least one multi-token option", five_shot, []),
+        Workload("mc-5shot-fixed-multitoken", "the same questions with the same 5 exemplars for every row of a "
+                 "template (`fewshot_sampler: first_n`, as MMLU's dev shots)", five_fixed, []),
         Workload("mc-0shot-singletoken", "0-shot multiple choice, every template of 5 choice tasks, questions "
                  "whose options are all single tokens", zero_shot, []),
         Workload("generate-2shot", "2-shot greedy generation, every template of 4 generation tasks "

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     run.add_argument("--batch-tokens", type=_positive_int, default=4096, help="padded tokens per batch")
+    run.add_argument("--static-cache", action="store_true",
+                     help="generate with transformers' static KV cache, compiled by torch.compile on CUDA (pays off "
+                          "for long generations)")
     run.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
     _add_data_options(run)
 

@@ -57,7 +57,8 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
     records, directories = [], []
     for model in models:
         with console.status(f"loading {model}"):
-            backend = HFBackend(model, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens)
+            backend = HFBackend(model, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens,
+                                static_cache=args.static_cache)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as progress:

@@ -38,6 +38,7 @@ def backends(tiny_models: dict[str, Path]) -> dict[str, HFBackend]:
         # A short model length, so some windows are cut on the left (the plain layout's job).
         "fast-short": HFBackend(path, dtype="float32", device="cpu", fast=True, max_length=40),
         "plain-short": HFBackend(path, dtype="float32", device="cpu", fast=False, max_length=40),
+        "static": HFBackend(path, dtype="float32", device="cpu", static_cache=True),
     }
 
 
@@ -451,6 +452,13 @@ def test_greedy_loop_equals_model_generate(backends, monkeypatch, budget):
     monkeypatch.setattr(plain, "batch_tokens", budget)
     ours, theirs = collect(fast.generate(requests)), collect(plain.generate(requests))
     assert ours == theirs
+    # The greedy loop decodes requests of different limits and stops together; model.generate cannot.
+    contexts = [fast.encode(r.context) for r in requests]
+    fast_batches, plain_batches = fast._generation_batches(requests, contexts), plain._generation_batches(
+        requests, contexts)
+    assert any(len({(requests[i].max_new_tokens, requests[i].stop) for i in b}) > 1 for b in fast_batches)
+    assert all(len({(requests[i].max_new_tokens, requests[i].stop) for i in b}) == 1 for b in plain_batches)
+    assert len(fast_batches) < len(plain_batches)
     lengths = {len(fast.tokenizer.encode(t, add_special_tokens=False)) for t in ours.values()}
     assert len(lengths) >= 4, "rows should finish at different steps (stops, EOS, limits)"
     stopped = [i for i, r in enumerate(requests) if r.stop and r.max_new_tokens == 16
@@ -458,20 +466,31 @@ def test_greedy_loop_equals_model_generate(backends, monkeypatch, budget):
     assert stopped, "some rows must end at a stop string before their limit"
 
 
+def test_static_cache_generation_equals_the_greedy_loop(backends):
+    static = backends["static"]
+    assert static.describe()["engine"]["generation"] == "model.generate, static cache"
+    requests = random_generations(static, seed=11, count=20)
+    assert collect(static.generate(requests)) == collect(backends["fast"].generate(requests))
+
+
 def test_stop_checker_finds_stops_in_generated_text_only(backends):
     tokenizer = backends["fast"].tokenizer
-    checker = StopChecker(tokenizer, ["\n\n", "END"])
+    checker = StopChecker(tokenizer, [["\n\n", "END"], [], ["d"]])
     ids = tokenizer.encode("abc def\n\nghi", add_special_tokens=False)
-    found = checker.hits([ids[:k] for k in range(1, len(ids) + 1)])
+    prefixes = [ids[:k] for k in range(1, len(ids) + 1)]
+    found = checker.hits([0] * len(prefixes), prefixes)
     first = next(k for k in range(1, len(ids) + 1) if "\n\n" in tokenizer.decode(ids[:k]))
     assert found == [k >= first for k in range(1, len(ids) + 1)]
     long = tokenizer.encode("x " * 30 + "EN", add_special_tokens=False)
-    assert checker.hits([long]) == [False]
-    assert checker.hits([long + tokenizer.encode("D", add_special_tokens=False)]) == [True]
+    assert checker.hits([0], [long]) == [False]
+    assert checker.hits([0], [long + tokenizer.encode("D", add_special_tokens=False)]) == [True]
     # A prompt ending in "\n" plus a generated "\nabc": lm-eval does not stop (the stop must lie in
     # the generated text), and neither does the loop, which only ever sees generated tokens.
-    assert checker.hits([tokenizer.encode("\nabc", add_special_tokens=False)]) == [False]
-    assert StopChecker(tokenizer, []).hits([ids]) == [False]
+    assert checker.hits([0], [tokenizer.encode("\nabc", add_special_tokens=False)]) == [False]
+    # Each row is checked against its own stops only.
+    tail_d = tokenizer.encode("abc d", add_special_tokens=False)
+    assert checker.hits([0, 1, 2], [ids, ids, tail_d]) == [True, False, True]
+    assert checker.hits([2, 0], [tokenizer.encode("abc", add_special_tokens=False)] * 2) == [False, False]
 
 
 def test_generation_configs_that_are_not_greedy_keep_model_generate(backends):
@@ -491,10 +510,11 @@ def test_grouped_prefill_decodes_as_one_batch_with_the_same_tokens(backends):
     backend = backends["fast"]
     rng = random.Random(5)
     prompts = [backend.encode(random_text(rng, backend.tokenizer, n)) for n in (3, 40, 12, 25, 7)]
-    stopper = StopChecker(backend.tokenizer, ["e", " ", backend.tokenizer.eos_token])
+    stopper = StopChecker(backend.tokenizer, [["e", " ", backend.tokenizer.eos_token]] * len(prompts))
     kwargs = {"pad_id": backend.tokenizer.pad_token_id, "eos_id": backend.tokenizer.eos_token_id, "stopper": stopper}
-    together = greedy_decode(backend.model, prompts, 12, **kwargs)
-    grouped = greedy_decode(backend.model, prompts, 12, prefill_groups=[[1, 3], [2], [4, 0]], **kwargs)
+    together = greedy_decode(backend.model, prompts, [12] * len(prompts), **kwargs)
+    grouped = greedy_decode(backend.model, prompts, [12] * len(prompts), prefill_groups=[[1, 3], [2], [4, 0]],
+                            **kwargs)
     assert grouped == together
     assert len({len(t) for t in together}) >= 2, "rows should finish at different steps"
 

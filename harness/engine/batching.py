@@ -30,6 +30,16 @@ CALL_COST = {"cpu": 64, "cuda": 4096}
 Llama runs one decode step in the time of ~20 prefill positions; on a GPU one call is worth
 thousands of positions (an estimate, not measured here: no GPU was available)."""
 
+DECODE_CACHE_FACTOR = 16
+"""A generation batch may hold this many times the token budget in its cache. Its prompts are
+prefilled in groups within the budget, and each decode step computes one position per row, so the
+budget bounds every forward's activations; what grows with the batch is the KV cache alone (per
+position, 2 x layers x KV width values against the tens of hidden-size activations of a prefill
+position). Decode steps cost nearly the same whatever the number of rows (every weight is read
+once per step), so fewer, larger batches take fewer steps: a 16x cache is ~2 GiB for a 1B Llama
+in bfloat16 at the default 4,096-token budget, and out-of-memory backoff halves a batch that does
+not fit."""
+
 SHARING_MARGIN = 0.98
 """Shared-prefix batches are used where estimated to cost at most this fraction of the plain ones:
 the estimate leaves out copying each prefix's cache into its rows and building their masks, and

@@ -70,29 +70,34 @@ def greedy_loop_blocker(model: torch.nn.Module, eos_id: int | None) -> str | Non
 
 
 class StopChecker:
-    """Finds stop strings in generated text by decoding only each row's newest tokens."""
+    """Finds each row's stop strings in its generated text by decoding only its newest tokens.
 
-    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
+    Rows of one batch may come from different tasks, so each has its own stop strings.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[Sequence[str]]) -> None:
         self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
+        self.stops = [tuple(s for s in row if s) for row in stops]
         # A stop of n characters spans at most n tokens that each decode to at least one
         # character; the margin covers a token split inside a multi-byte character.
-        self.window = max((len(s) for s in self.stops), default=0) + 2
+        self.windows = [max((len(s) for s in row), default=0) + 2 for row in self.stops]
 
-    def _found(self, text: str) -> bool:
-        return any(stop in text for stop in self.stops)
-
-    def hits(self, sequences: Sequence[list[int]]) -> list[bool]:
-        """For each generated token list, whether its text contains a stop string."""
-        if not self.stops or not sequences:
-            return [False] * len(sequences)
-        tails = self.tokenizer.batch_decode([s[-self.window:] for s in sequences], skip_special_tokens=True)
-        found = []
-        for sequence, tail in zip(sequences, tails, strict=True):
-            hit = self._found(tail)
-            if hit and len(sequence) > self.window:  # confirm on the whole text: never stop early
-                hit = self._found(self.tokenizer.decode(sequence, skip_special_tokens=True))
-            found.append(hit)
+    def hits(self, rows: Sequence[int], sequences: Sequence[list[int]]) -> list[bool]:
+        """For each row (an index into the stops) and its generated tokens, whether the text
+        contains one of the row's stop strings."""
+        found = [False] * len(rows)
+        checked = [k for k, row in enumerate(rows) if self.stops[row]]
+        if not checked:
+            return found
+        tails = self.tokenizer.batch_decode([sequences[k][-self.windows[rows[k]]:] for k in checked],
+                                            skip_special_tokens=True)
+        for k, tail in zip(checked, tails, strict=True):
+            stops = self.stops[rows[k]]
+            hit = any(stop in tail for stop in stops)
+            if hit and len(sequences[k]) > self.windows[rows[k]]:  # confirm on the whole text: never stop early
+                text = self.tokenizer.decode(sequences[k], skip_special_tokens=True)
+                hit = any(stop in text for stop in stops)
+            found[k] = hit
         return found
 
 
@@ -112,17 +117,22 @@ def _left_padded(contexts: Sequence[Sequence[int]], pad_id: int, device: torch.d
 
 def _prefill(
     model: torch.nn.Module, contexts: Sequence[Sequence[int]], groups: Sequence[Sequence[int]], pad_id: int,
+    room: int,
 ) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """Run the prompts, group by group, into one left-padded cache for the whole batch.
+    """Run the prompts, group by group, into one left-padded cache for the whole batch, with `room`
+    positions reserved per row for the tokens to come.
 
     Prompts of one decoding batch can range from 20 to 600 tokens; prefilled together they are all
     padded to 600. Prefilled in groups of similar length (`groups`, planned by the caller) and then
     merged (each group's cache padded on the left, where the mask hides it), the batch still decodes
     as one, one call per step. Returns the cache, the last position's logits and the 2D mask, rows
-    in the order of `groups` flattened.
+    in the order of `groups` flattened. A model whose cache is not plain full attention (sliding
+    windows etc.) keeps transformers' own cache, in one group.
     """
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    from harness.engine.reserved_cache import ReservedLayer
 
     device = model.device
     parts = []
@@ -131,40 +141,44 @@ def _prefill(
         cache = DynamicCache(config=model.config)
         logits = _forward(model, cache, input_ids=input_ids, attention_mask=mask, position_ids=positions)
         parts.append((cache, logits, mask))
-    if len(parts) == 1:
+    plain = all(type(layer) is DynamicLayer for cache, _, _ in parts for layer in cache.layers)
+    if not plain:
+        if len(parts) > 1:  # the caller plans one group for such models
+            raise ValueError("grouped prefill needs plain DynamicLayer caches")
         return parts[0]
     width = max(mask.shape[1] for _, _, mask in parts)
-    merged = DynamicCache(config=model.config)
-    for layer in range(len(merged.layers)):
-        if type(merged.layers[layer]) is not DynamicLayer:  # sliding windows etc.: the caller avoids this
-            raise ValueError("grouped prefill needs plain DynamicLayer caches")
+    layers = []
+    for layer in range(len(parts[0][0].layers)):
         keys, values = [], []
         for cache, _, mask in parts:
             shift = (0, 0, width - mask.shape[1], 0)  # pad the sequence dimension on the left
             keys.append(torch.nn.functional.pad(cache.layers[layer].keys, shift))
             values.append(torch.nn.functional.pad(cache.layers[layer].values, shift))
-        merged.update(torch.cat(keys), torch.cat(values), layer)
+        layers.append(ReservedLayer(torch.cat(keys), torch.cat(values), room))
     mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, _, m in parts])
-    return merged, torch.cat([logits for _, logits, _ in parts]), mask
+    return Cache(layers=layers), torch.cat([logits for _, logits, _ in parts]), mask
 
 
 @torch.inference_mode()
 def greedy_decode(
-    model: torch.nn.Module, contexts: Sequence[Sequence[int]], max_new_tokens: int, *, pad_id: int, eos_id: int,
-    stopper: StopChecker, prefill_groups: Sequence[Sequence[int]] | None = None,
+    model: torch.nn.Module, contexts: Sequence[Sequence[int]], max_new_tokens: Sequence[int], *, pad_id: int,
+    eos_id: int, stopper: StopChecker, prefill_groups: Sequence[Sequence[int]] | None = None,
 ) -> list[list[int]]:
     """Greedy continuation tokens (EOS excluded) of each context, decoded as one left-padded batch.
 
-    `prefill_groups` partitions range(len(contexts)) into groups prefilled separately (see
-    `_prefill`); by default all prompts are prefilled together, as `model.generate` does.
+    Row i stops at EOS, at one of `stopper`'s stops for row i, or after `max_new_tokens[i]` tokens,
+    so requests of different tasks share the batch's decode steps. `prefill_groups` partitions
+    range(len(contexts)) into groups prefilled separately (see `_prefill`); by default all prompts
+    are prefilled together, as `model.generate` does.
     """
     device = model.device
     groups = prefill_groups or [list(range(len(contexts)))]
-    cache, logits, mask = _prefill(model, contexts, groups, pad_id)
+    steps = max(max_new_tokens, default=0)
+    cache, logits, mask = _prefill(model, contexts, groups, pad_id, room=max(steps - 1, 0))
     active = [i for group in groups for i in group]  # the request row of each batch slot
     next_position = torch.tensor([[len(contexts[i])] for i in active], device=device)
     generated: list[list[int]] = [[] for _ in contexts]
-    for _ in range(max_new_tokens):
+    for _ in range(steps):
         chosen = logits.argmax(dim=-1)
         tokens = chosen.tolist()  # the step's one host sync
         running = []
@@ -172,9 +186,9 @@ def greedy_decode(
             if tokens[slot] == eos_id:
                 continue
             generated[row].append(tokens[slot])
-            if len(generated[row]) < max_new_tokens:
+            if len(generated[row]) < max_new_tokens[row]:
                 running.append(slot)
-        hits = stopper.hits([generated[active[s]] for s in running])
+        hits = stopper.hits([active[s] for s in running], [generated[active[s]] for s in running])
         running = [s for s, hit in zip(running, hits, strict=True) if not hit]
         if not running:
             break

@@ -21,7 +21,7 @@ import torch
 
 from harness.engine import tokenization
 from harness.engine.base import ChoiceRequest, GenerateRequest, ScoreResult
-from harness.engine.batching import CALL_COST, shared_prefix_batches, token_budget_batches
+from harness.engine.batching import CALL_COST, DECODE_CACHE_FACTOR, shared_prefix_batches, token_budget_batches
 from harness.engine.greedy import StopChecker, greedy_decode, greedy_loop_blocker
 from harness.engine.scoring import (
     has_plain_cache,
@@ -99,6 +99,9 @@ class HFBackend:
     lm-eval) and `model.generate`. Both give the same results up to float rounding (tests check).
     With `share_prefixes=True` (the default; effective with `fast`), questions that begin with the
     same tokens (a template's instruction, a few-shot preamble) have those computed once per batch.
+    `static_cache=True` generates through `model.generate` with transformers' static KV cache, which
+    it compiles with torch.compile on CUDA: one compilation per batch shape, repaid by long
+    generations (IFEval's 1,280 tokens), not by a few tokens per row; on a CPU nothing is compiled.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class HFBackend:
         max_length: int | None = None,
         fast: bool = True,
         share_prefixes: bool = True,
+        static_cache: bool = False,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,7 +170,11 @@ class HFBackend:
                 self.dtype, self._accepts_logits_to_keep)
             if self._share_blocker:
                 log.warning("not sharing prefixes across questions: %s", self._share_blocker)
-        self._greedy_blocker = greedy_loop_blocker(self.model, self.tokenizer.eos_token_id) if fast else "fast=False"
+        self.static_cache = static_cache
+        self._greedy_blocker = (
+            "fast=False" if not fast else "static_cache=True" if static_cache
+            else greedy_loop_blocker(self.model, self.tokenizer.eos_token_id)
+        )
         if fast and self._greedy_blocker:
             log.info("generating with model.generate: %s", self._greedy_blocker)
         # Merging per-group prefill caches needs caches that keep every position.
@@ -200,7 +208,8 @@ class HFBackend:
             "engine": {
                 "scoring": "prefix-tree" if self._tree_blocker is None else "plain",
                 "shared_prefixes": self._share_blocker is None,
-                "generation": "greedy-loop" if self._greedy_blocker is None else "model.generate",
+                "generation": "greedy-loop" if self._greedy_blocker is None
+                else "model.generate, static cache" if self.static_cache else "model.generate",
             },
         }
 
@@ -351,67 +360,87 @@ class HFBackend:
     def generate(
         self, requests: Sequence[GenerateRequest], done: Collection[int] = ()
     ) -> Iterator[list[tuple[int, str]]]:
-        contexts = [self.encode(r.context) for r in requests]
-        groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
-        for index, request in enumerate(requests):
-            groups.setdefault((request.max_new_tokens, request.stop), []).append(index)
+        contexts = []
+        for index, (request, ids) in enumerate(zip(requests, self._encode_batch([r.context for r in requests]),
+                                                   strict=True)):
+            room = self.max_length - request.max_new_tokens
+            if request.max_new_tokens < 1 or room <= 0:
+                raise HarnessError(f"request {index}: max_new_tokens {request.max_new_tokens} must be at least 1 and "
+                                   f"leave room for a prompt in the model's {self.max_length} tokens; change "
+                                   "generation.max_new_tokens")
+            contexts.append(ids[-room:])
+
+        def run(batch: list[int]) -> list[tuple[int, str]]:
+            return self._generate_batch(batch, requests, contexts)
+
         skipped = set(done)
-        for (max_new_tokens, stop), members in groups.items():
-            room = self.max_length - max_new_tokens
-            if room <= 0:
-                raise HarnessError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the "
-                                   f"model's {self.max_length} tokens; lower generation.max_new_tokens")
-            truncated = {i: contexts[i][-room:] for i in members}
-            lengths = [len(truncated[i]) + max_new_tokens for i in members]
+        for batch in self._generation_batches(requests, contexts):
+            if not skipped.issuperset(batch):
+                yield self._with_oom_backoff(batch, run)
 
-            def run(batch: list[int], truncated=truncated, max_new=max_new_tokens, stop=stop) -> list[tuple[int, str]]:
-                return self._generate_batch(batch, truncated, max_new, stop)
+    def _generation_batches(self, requests: Sequence[GenerateRequest], contexts: list[list[int]]) -> list[list[int]]:
+        """Generation batches, a pure function of the requests (so a resumed run meets the same shapes).
 
-            # A generation batch makes one call per new token, each costing about a call.
-            call_cost = self._call_cost * (1 + max_new_tokens)
-            for positions in token_budget_batches(lengths, self.batch_tokens, call_cost=call_cost):
-                batch = [members[p] for p in positions]
-                if not skipped.issuperset(batch):
-                    yield self._with_oom_backoff(batch, run)
+        The greedy loop gives every row its own token limit and stop strings, so requests of every
+        task share one plan: fewer batches mean fewer decode steps, each of which reads every weight.
+        With grouped prefill a batch's padding is never computed (its prompts are prefilled in groups
+        of similar length), so batches are cut only to keep the cache within DECODE_CACHE_FACTOR
+        budgets, each row counted as at least DECODE_CACHE_FACTOR positions so that a decode step's
+        rows stay within one budget; pricing a cut at a whole cache budget makes the fewest batches
+        the cheapest plan. `model.generate` takes one limit and stop list per call, so there requests
+        are grouped by both and batches priced as padded prefill plus a call per new token.
+        """
+        lengths = [len(c) + r.max_new_tokens for c, r in zip(contexts, requests, strict=True)]
+        groups: dict[tuple[int, tuple[str, ...]] | None, list[int]] = {}
+        for index, request in enumerate(requests):
+            key = None if self._greedy_blocker is None else (request.max_new_tokens, request.stop)
+            groups.setdefault(key, []).append(index)
+        batches = []
+        for members in groups.values():
+            if self._grouped_prefill:
+                budget = call_cost = self.batch_tokens * DECODE_CACHE_FACTOR
+                sizes = [max(lengths[i], DECODE_CACHE_FACTOR) for i in members]
+            else:
+                budget, sizes = self.batch_tokens, [lengths[i] for i in members]
+                call_cost = self._call_cost * (1 + max(requests[i].max_new_tokens for i in members))
+            for positions in token_budget_batches(sizes, budget, call_cost=call_cost):
+                batches.append([members[p] for p in positions])
+        return batches
 
     @torch.inference_mode()
     def _generate_batch(
-        self, batch: list[int], contexts: dict[int, list[int]], max_new_tokens: int, stop: tuple[str, ...]
+        self, batch: list[int], requests: Sequence[GenerateRequest], contexts: list[list[int]]
     ) -> list[tuple[int, str]]:
-        pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token
-        stops = [s for s in (*stop, eos) if s]
+        stops = [[s for s in (*requests[i].stop, eos) if s] for i in batch]
+        prompts = [contexts[i] for i in batch]
+        limits = [requests[i].max_new_tokens for i in batch]
         if self._greedy_blocker is None:
-            prompts = [contexts[i] for i in batch]
             groups = None
             if self._grouped_prefill:
                 # Prompts prefilled in groups of similar length (little padding), then decoded together.
                 groups = list(token_budget_batches([len(p) for p in prompts], self.batch_tokens,
                                                    call_cost=self._call_cost))
             generated = greedy_decode(
-                self.model, prompts, max_new_tokens, pad_id=pad, eos_id=self.tokenizer.eos_token_id,
-                stopper=StopChecker(self.tokenizer, stops), prefill_groups=groups,
+                self.model, prompts, limits, pad_id=self.tokenizer.pad_token_id,
+                eos_id=self.tokenizer.eos_token_id, stopper=StopChecker(self.tokenizer, stops), prefill_groups=groups,
             )
         else:
-            generated = self._hf_generate(batch, contexts, max_new_tokens, stops)
+            generated = self._hf_generate(prompts, limits[0], stops[0])
         results = []
         for row, index in enumerate(batch):
             text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-            for term in stops:
+            for term in stops[row]:
                 text = text.split(term)[0]
             results.append((index, text))
         return results
 
-    def _hf_generate(
-        self, batch: list[int], contexts: dict[int, list[int]], max_new_tokens: int, stops: list[str]
-    ) -> list[list[int]]:
-        """`model.generate` on left-padded contexts: the generated ids of each row (after the prompt)."""
-        width = max(len(contexts[i]) for i in batch)
+    def _hf_generate(self, prompts: list[list[int]], max_new_tokens: int, stops: list[str]) -> list[list[int]]:
+        """`model.generate` on left-padded prompts: the generated ids of each row (after the prompt)."""
+        width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(contexts[i])) + contexts[i] for i in batch],
-                                 device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(contexts[i])) + [1] * len(contexts[i]) for i in batch],
-                                      device=self.device)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -421,5 +450,6 @@ class HFBackend:
             tokenizer=self.tokenizer,
             pad_token_id=pad,
             eos_token_id=self.tokenizer.eos_token_id,
+            **({"cache_implementation": "static"} if self.static_cache else {}),
         )
-        return [output[row, width:].tolist() for row in range(len(batch))]
+        return [output[row, width:].tolist() for row in range(len(prompts))]
