@@ -17,6 +17,7 @@ from harness.runner import Planner, RunConfig, load_task_splits
 
 CHOICE_TASKS = ("compare_length", "compare_numbers", "parity", "sentiment_lexicon", "topic_lexicon")
 GENERATE_TASKS = ("add_numbers", "extract_person", "list_first", "uppercase_word")
+FIXED_SHOT_ROWS = 4
 
 
 class NoChatTemplate:
@@ -73,7 +74,8 @@ def build_workloads(tokenizer: Any, *, rows: int, generate_rows: int) -> list[Wo
     registry = Registry()
     five_shot = [r for r in _choice_requests(registry, CHOICE_TASKS, 5, rows)
                  if max(_option_tokens(tokenizer, r)) >= 2]
-    five_fixed = [r for r in _choice_requests(registry, CHOICE_TASKS, 5, rows, first_n=True)
+    # A shared preamble needs rows to share it: at least FIXED_SHOT_ROWS per template.
+    five_fixed = [r for r in _choice_requests(registry, CHOICE_TASKS, 5, max(rows, FIXED_SHOT_ROWS), first_n=True)
                   if max(_option_tokens(tokenizer, r)) >= 2]
     # Few templates of the tiny model's vocabulary have single-token options: more rows for these.
     zero_shot = [r for r in _choice_requests(registry, CHOICE_TASKS, 0, rows * 6)
@@ -86,8 +88,9 @@ def build_workloads(tokenizer: Any, *, rows: int, generate_rows: int) -> list[Wo
     return [
         Workload("mc-5shot-multitoken", "5-shot multiple choice, every template of 5 choice tasks, questions "
                  "with at least one multi-token option", five_shot, []),
-        Workload("mc-5shot-fixed-multitoken", "the same questions with the same 5 exemplars for every row of a "
-                 "template (`fewshot_sampler: first_n`, as MMLU's dev shots)", five_fixed, []),
+        Workload("mc-5shot-fixed-multitoken", "5-shot multiple choice as above, with the same 5 exemplars for "
+                 "every row of a template (`fewshot_sampler: first_n`, as MMLU's dev shots), at least "
+                 f"{FIXED_SHOT_ROWS} rows per template", five_fixed, []),
         Workload("mc-0shot-singletoken", "0-shot multiple choice, every template of 5 choice tasks, questions "
                  "whose options are all single tokens", zero_shot, []),
         Workload("generate-2shot", "2-shot greedy generation, every template of 4 generation tasks "
