@@ -6,8 +6,9 @@ Everything that decides the result is a pure function of the config and the data
 order of step s comes from (seed, s) alone, and a checkpoint holds optimizer, scheduler and RNG
 states, so a resumed run ends with the same weights as an uninterrupted one (on CPU; tests check).
 
-Multi-GPU goes through accelerate (each process takes every P-th micro-batch of a step); only the
-single-process path is tested here, DDP/FSDP are untested.
+Multi-GPU goes through accelerate (each process takes every P-th micro-batch of a step). Data
+parallelism is tested with two CPU processes (gloo), which end with the weights of one process
+accumulating the same micro-batches; FSDP has never been run.
 """
 
 from __future__ import annotations
