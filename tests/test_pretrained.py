@@ -55,13 +55,13 @@ def test_base_is_a_loadable_untuned_model_and_tuned_records_what_it_saw(pair):
     assert read_manifest(pair["tiny-base"]) is None
     manifest = read_manifest(pair["tiny-flan"])
     assert manifest.base_model == str(pair["tiny-base"])
-    assert manifest.held_out_clusters == ("lexicon_classification",)
+    assert manifest.held_out_clusters == ("list_operations",)
     assert manifest.trained_steps == 3
     registry = Registry()
     for task in manifest.tasks:
         assert len(registry.tasks[task.name].templates) - len(task.templates) == 2, task.name
-    assert {t.cluster for t in manifest.tasks} == {"arithmetic", "comparison", "extraction", "list_operations",
-                                                   "string_transform"}
+    assert {t.cluster for t in manifest.tasks} == {"arithmetic", "comparison", "extraction",
+                                                   "lexicon_classification", "string_transform"}
 
 
 def test_a_changed_recipe_builds_elsewhere(pair, tmp_path, monkeypatch):
@@ -79,7 +79,7 @@ def test_default_run_compares_the_built_in_pair_by_seen_status(pair, tmp_path, m
 
     monkeypatch.setenv("HARNESS_CACHE", str(Path(pair["tiny-base"]).parents[1]))
     monkeypatch.setattr(pretrained, "DEFAULT_RECIPE", MINI)
-    assert main(["run", "--tasks", "parity,topic_lexicon", "--limit", "4", "--out", str(tmp_path)]) == 0
+    assert main(["run", "--tasks", "parity,list_max", "--limit", "4", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Generalization" in out and "held out cluster" in out and "held out template" in out
     records = {json.loads(p.read_text())["model"]["model"]: json.loads(p.read_text())
@@ -87,4 +87,4 @@ def test_default_run_compares_the_built_in_pair_by_seen_status(pair, tmp_path, m
     assert set(records) == {str(pair["tiny-base"]), str(pair["tiny-flan"])}
     tuned = records[str(pair["tiny-flan"])]
     statuses = {(s["task"], s["seen_status"]) for s in tuned["scores"]}
-    assert ("topic_lexicon", "held_out_cluster") in statuses and ("parity", "held_out_template") in statuses
+    assert ("list_max", "held_out_cluster") in statuses and ("parity", "held_out_template") in statuses

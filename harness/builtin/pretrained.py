@@ -52,7 +52,7 @@ class Recipe:
     tune_lr: float = 2e-3
     batch_size: int = 16
     max_length: int = 1024
-    held_out_clusters: tuple[str, ...] = ("lexicon_classification",)
+    held_out_clusters: tuple[str, ...] = ("list_operations",)
     held_out_templates: int = 2
     fewshot_fraction: float = 0.5
     seed: int = 0
