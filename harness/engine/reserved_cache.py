@@ -16,10 +16,10 @@ class ReservedLayer(CacheLayerMixin):
     """A full-attention cache layer with room reserved for the tokens still to be generated.
 
     transformers' DynamicLayer concatenates each new position onto the whole cache, so every decode
-    step copies the cache once per layer (a fifth of decode time for a 20M model on a CPU, decoding
-    72 rows). This layer writes new positions into the room it reserved and exposes the filled part
-    as a view; past the room it concatenates like DynamicLayer. Dropping finished rows selects them
-    from the whole store, room included.
+    step copies the cache once per layer (0.2 s of 2.2 s for 72 generation requests on a 20M model,
+    on a CPU). This layer writes new positions into the room it reserved and exposes the filled part
+    as a view; the caller reserves exactly the room its decode steps need. Dropping finished rows
+    selects them from the whole store, room included.
     """
 
     is_sliding = False
@@ -46,12 +46,8 @@ class ReservedLayer(CacheLayerMixin):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
                ) -> tuple[torch.Tensor, torch.Tensor]:
         end = self._filled + key_states.shape[-2]
-        if end > self._key_store.shape[-2]:
-            self._key_store = torch.cat([self.keys, key_states], dim=-2)
-            self._value_store = torch.cat([self.values, value_states], dim=-2)
-        else:
-            self._key_store[..., self._filled:end, :] = key_states
-            self._value_store[..., self._filled:end, :] = value_states
+        self._key_store[..., self._filled:end, :] = key_states
+        self._value_store[..., self._filled:end, :] = value_states
         self._filled = end
         self._expose()
         return self.keys, self.values
