@@ -16,7 +16,7 @@ included, counted by a forward pre-hook), throughput (the workload's own tokens 
 plus continuation per option, or prompt plus generated tokens), the lm-eval/harness time ratio,
 and agreement (largest per-option |log-likelihood difference| against lm-eval, argmax and
 is_greedy disagreements, differing generations). Then start-up to the first model call (model load
-excluded) for `harness.runner.run` and lm-eval's `simple_evaluate`. Writes JSON to `--json`.
+excluded) for `harness.eval.run.run` and lm-eval's `simple_evaluate`. Writes JSON to `--json`.
 """
 
 from __future__ import annotations
@@ -227,8 +227,9 @@ def measure_startup(path: Path, lm_eval: LmEvalRunner, args: argparse.Namespace)
     The harness gets a freshly loaded backend each time (load not timed), so the weights hash it
     starts at load time is on the clock as far as it is in a real `harness run`.
     """
-    from harness.registry import Registry
-    from harness.runner import RunConfig, run
+    from harness.eval.config import RunConfig
+    from harness.eval.run import run
+    from harness.tasks.registry import Registry
 
     def stop_at_first_call(module: Any, args_: tuple, kwargs: dict) -> None:
         raise _Stop

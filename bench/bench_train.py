@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from models import MODELS  # noqa: E402
 
-from harness.registry import Registry  # noqa: E402
+from harness.tasks.registry import Registry  # noqa: E402
 from harness.tune.mixture import MixtureConfig, build_mixture  # noqa: E402
 from harness.tune.packing import DataOrder, encode_examples  # noqa: E402
 from harness.tune.trainer import TrainConfig, train  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    mixture = build_mixture(Registry(), MixtureConfig(total_examples=args.examples, seed=0), None)
+    mixture = build_mixture(Registry(), MixtureConfig(total_examples=args.examples, seed=0))
     pairs = [(e.prompt, e.completion) for e in mixture.examples]
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"cuda available: {torch.cuda.is_available()}, torch {torch.__version__}")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.workloads import NoChatTemplate, Workload
+from bench.workloads import Workload
 
 
 class LmEvalRunner:
@@ -87,14 +87,16 @@ def startup_lm_eval(runner: LmEvalRunner, backend: Any, directory: Path, spec: d
     from lm_eval.evaluator import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from harness.registry import Registry
-    from harness.runner import Planner, RunConfig, load_task_splits
+    from harness.chat import PLAIN
+    from harness.eval.config import RunConfig
+    from harness.eval.plan import Planner, load_task_splits
+    from harness.tasks.registry import Registry
     from tests import lm_eval_bridge as bridge
 
     config = RunConfig(tasks=spec["tasks"], shots=(spec["shots"],), limit=spec["limit"], chat="off")
     task = Registry().get(spec["tasks"])
     evaluation, pool = load_task_splits(task, config)
-    planner = Planner(config, NoChatTemplate())
+    planner = Planner(config, PLAIN)
     groups: dict[str, list[Any]] = {}
     for sample in planner.plan_task(task, evaluation, pool):
         groups.setdefault(sample.template.id, []).append(sample)

@@ -11,20 +11,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from harness.chat import PLAIN
 from harness.engine import ChoiceRequest, GenerateRequest
-from harness.registry import Registry
-from harness.runner import Planner, RunConfig, load_task_splits
+from harness.eval.config import RunConfig
+from harness.eval.plan import Planner, load_task_splits
+from harness.tasks.registry import Registry
 
 CHOICE_TASKS = ("compare_length", "compare_numbers", "parity", "sentiment_lexicon", "topic_lexicon")
 GENERATE_TASKS = ("add_numbers", "extract_person", "list_first", "uppercase_word")
 FIXED_SHOT_ROWS = 4
-
-
-class NoChatTemplate:
-    """A backend stand-in for plain prompts: rendering needs no model."""
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> None:
-        return None
 
 
 @dataclass
@@ -44,7 +39,7 @@ def _plan(registry: Registry, task_name: str, shots: int, limit: int, first_n: b
     if first_n:  # the same k exemplars for every row (MMLU's dev shots), as `data.fewshot_sampler: first_n`
         task = dataclasses.replace(task, data=dataclasses.replace(task.data, fewshot_sampler="first_n"))
     evaluation, pool = load_task_splits(task, config)
-    planner = Planner(config, NoChatTemplate())
+    planner = Planner(config, PLAIN)
     return [(planner, s) for s in planner.plan_task(task, evaluation, pool)]
 
 

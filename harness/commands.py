@@ -10,11 +10,14 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness.analysis import template_sensitivity
+from harness.analysis.scores import template_sensitivity
+from harness.chat import PLAIN, ChatFormat
 from harness.errors import HarnessError
-from harness.registry import Registry
-from harness.report import cluster_table, group_table, score_table, sensitivity_table, task_list_table
-from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits, run
+from harness.eval.config import RunConfig
+from harness.eval.plan import Planner, load_task_splits
+from harness.eval.run import run
+from harness.report.terminal import cluster_table, group_table, score_table, sensitivity_table, task_list_table
+from harness.tasks.registry import Registry
 
 
 def _builtin_models(console: Console) -> list[str]:
@@ -49,7 +52,7 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
     if args.run_id and len(models) > 1:
         raise HarnessError("--run-id names one run directory; give one --model with it")
     if args.seen is not None:
-        from harness.runner import declare_seen, refuse_seen_with_manifest
+        from harness.seen import declare_seen, refuse_seen_with_manifest
 
         declare_seen(registry, args.seen)  # an unknown name or a tuned checkpoint fails before any model loads
         for model in models:
@@ -68,7 +71,7 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
                 progress.update(bar, completed=finished, total=total)
 
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
-                                    overwrite=args.overwrite, progress=advance, batch_tokens=args.batch_tokens,
+                                    overwrite=args.overwrite, progress=advance,
                                     seen=args.seen, reuse_complete=True)
         console.print(score_table(record))
         sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
@@ -86,9 +89,9 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
 
 def _print_tuned_against_base(directories: list[Path], seed: int, console: Console) -> None:
     """With several models, each later one that has seen/held-out labels against the first, by label."""
-    from harness.compare import compare_by_seen_status, run_label
-    from harness.report import generalization_table
-    from harness.results import load_run
+    from harness.analysis.compare import compare_by_seen_status, run_label
+    from harness.eval.store import load_run
+    from harness.report.terminal import generalization_table
 
     runs = [load_run(directory) for directory in directories]
     for (record, samples), directory in zip(runs[1:], directories[1:], strict=True):
@@ -104,9 +107,9 @@ def _print_tuned_against_base(directories: list[Path], seed: int, console: Conso
 
 def _print_generalization(directory: Path, record: dict, seed: int, console: Console) -> None:
     """The seen/held-out and zero/few-shot tables, each only when the run has something to show in it."""
-    from harness.analysis import cluster_scores, generalization_gap, shots_curve
-    from harness.report import gap_table, seen_cluster_table, shots_table
-    from harness.results import load_run
+    from harness.analysis.scores import cluster_scores, generalization_gap, shots_curve
+    from harness.eval.store import load_run
+    from harness.report.terminal import gap_table, seen_cluster_table, shots_table
 
     if any(score.get("seen_status") for score in record["scores"]):
         _, samples = load_run(directory)
@@ -120,9 +123,10 @@ def _print_generalization(directory: Path, record: dict, seed: int, console: Con
 
 def compare_command(args: argparse.Namespace, console: Console) -> None:
     """`harness compare RUN_A RUN_B [RUN_C ...]`: every later run against the first, paired by sample."""
-    from harness.compare import compare_runs, run_label
-    from harness.report import comparison_table, comparison_task_table
-    from harness.results import load_run, write_json_atomic
+    from harness.analysis.compare import compare_runs, run_label
+    from harness.eval.store import load_run
+    from harness.files import write_json_atomic
+    from harness.report.terminal import comparison_table, comparison_task_table
 
     if len(args.runs) < 2:
         raise HarnessError("harness compare needs at least two run folders: RUN_A RUN_B [RUN_C ...]")
@@ -149,8 +153,8 @@ def compare_command(args: argparse.Namespace, console: Console) -> None:
 
 def report_command(args: argparse.Namespace, console: Console) -> None:
     """`harness report RUN [RUN ...] --out DIR`: report.html (plots, tables) and report.md, key tables printed."""
-    from harness.html_report import CONFIDENCE, build_report, load_runs, load_sweep, write_html, write_markdown
-    from harness.report import comparison_table, gap_table, seen_cluster_table, sweep_table, text_table
+    from harness.report.html import CONFIDENCE, build_report, load_runs, load_sweep, write_html, write_markdown
+    from harness.report.terminal import comparison_table, gap_table, seen_cluster_table, sweep_table, text_table
 
     if args.out.exists() and not args.out.is_dir():
         raise HarnessError(f"--out {args.out}: is a file; give a folder for report.html and report.md")
@@ -185,24 +189,24 @@ def tasks_command(args: argparse.Namespace, console: Console) -> None:
         console.print(task_list_table(registry.clusters()))
         return
     task = registry.get(args.name)
-    backends = [None]
-    if args.chat_model:
-        from harness.engine import HFBackend
-
-        backends.append(HFBackend(args.chat_model))
+    formats = [PLAIN]
+    if args.chat_model:  # only the tokenizer is loaded: rendering needs its chat template, not the weights
+        formats.append(ChatFormat.from_pretrained(args.chat_model))
     data = {"data_dirs": tuple(args.data_dir), "data_folders": tuple(args.data)}
-    for backend in backends:
+    for chat_format in formats:
         for shots in (0, args.shots):
-            _show_prompts(task, shots, args.row, args.seed, backend, console, data)
+            _show_prompts(task, shots, args.row, args.seed, chat_format, console, data)
 
 
-def _show_prompts(task, shots: int, row: int, seed: int, backend, console: Console, data: dict) -> None:
-    config = RunConfig(tasks=task.name, shots=(shots,), limit=row + 1, seed=seed, chat="on" if backend else "off",
+def _show_prompts(task, shots: int, row: int, seed: int, chat_format: ChatFormat, console: Console,
+                  data: dict) -> None:
+    chat = chat_format is not PLAIN
+    config = RunConfig(tasks=task.name, shots=(shots,), limit=row + 1, seed=seed, chat="on" if chat else "off",
                        **data)
-    planner = Planner(config, backend or NoChatTemplate())
+    planner = Planner(config, chat_format)
     evaluation, pool = load_task_splits(task, config)
     samples = [s for s in planner.plan_task(task, evaluation, pool) if s.row_id == evaluation.ids[row]]
-    layout = "chat" if backend else "plain"
+    layout = "chat" if chat else "plain"
     for sample in samples:
         answer = (
             f"options: {list(sample.row.options)}  answer: {sample.row.answer_text!r}"
@@ -215,7 +219,7 @@ def _show_prompts(task, shots: int, row: int, seed: int, backend, console: Conso
 
 def templates_command(args: argparse.Namespace, console: Console) -> None:
     """`harness templates import-promptsource`: the task's kind decides whether choices become options."""
-    from harness.promptsource import import_promptsource
+    from harness.tasks.promptsource import import_promptsource
 
     registry = Registry(args.task_dir)
     kind = args.kind
@@ -322,7 +326,7 @@ def tune_command(args: argparse.Namespace, console: Console) -> None:
 def sweep_command(args: argparse.Namespace, registry: Registry, console: Console) -> None:
     """`harness tune --sweep clusters`: tune on 1..k clusters, evaluate each on the held-out ones."""
     from harness.engine import HFBackend
-    from harness.report import sweep_table
+    from harness.report.terminal import sweep_table
     from harness.tune.sweep import SWEEP_FILE, SweepCallbacks, plan_sweep, run_sweep
 
     held_out, mixture_config, train_config = _tune_configs(args, registry)

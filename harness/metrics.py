@@ -89,8 +89,8 @@ GENERATE_METRICS: dict[str, GenerateMetric | str] = {
     "exact_match": lambda prediction, references, row: {"exact_match": exact_match(prediction, references)},
     "f1": lambda prediction, references, row: {"f1": f1(prediction, references)},
     "rouge_l": lambda prediction, references, row: {"rouge_l": rouge_l(prediction, references)},
-    "niv2": "harness.niv2:niv2_metric",
-    "ifeval": "harness.ifeval:ifeval_metric",
+    "niv2": "harness.benchmarks.niv2:niv2_metric",
+    "ifeval": "harness.benchmarks.ifeval:ifeval_metric",
 }
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.analysis import cluster_scores, generalization_gap, shots_curve, task_scores, template_sensitivity
-from harness.results import load_run
+from harness.analysis.scores import cluster_scores, generalization_gap, shots_curve, task_scores, template_sensitivity
+from harness.eval.store import load_run
 
 
 def score(task, template, shots, acc, group=None):

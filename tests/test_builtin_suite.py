@@ -17,7 +17,7 @@ import yaml
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from harness.builtin.suite import GENERATORS, generate_rows
+from harness.benchmarks.suite import GENERATORS, generate_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_DIR = ROOT / "tasks"
@@ -101,7 +101,7 @@ def test_comparison_labels() -> None:
 
 
 def test_lexicon_labels() -> None:
-    from harness.builtin.suite import NEGATIVE, POSITIVE, TOPIC_KEYWORDS
+    from harness.benchmarks.suite import NEGATIVE, POSITIVE, TOPIC_KEYWORDS
 
     def words(sentence: str) -> set[str]:
         return set(re.findall(r"[a-z]+", sentence.lower()))

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.compare import compare_runs, run_label
 from harness.cli import main
-from harness.compare import compare_runs, run_label
 from harness.errors import HarnessError
-from harness.results import load_run
+from harness.eval.store import load_run
 
 RUNS = Path(__file__).parent / "data" / "runs"
 
@@ -182,7 +182,7 @@ def test_cli_refuses_a_folder_without_run_json(tmp_path, capsys):
 
 
 def test_by_seen_status_compares_each_label_on_its_own_samples(runs):
-    from harness.compare import compare_by_seen_status
+    from harness.analysis.compare import compare_by_seen_status
 
     rows = compare_by_seen_status(runs["base"], runs["tuned"], seed=0, resamples=200)
     # tuned labels t1 seen, t2 held-out task (cluster c1), t3 held-out cluster (c2); see the module docstring.

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.chat import PLAIN
 from harness.cli import main
-from harness.registry import Registry
-from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits
+from harness.eval.config import RunConfig
+from harness.eval.plan import Planner, load_task_splits
+from harness.tasks.registry import Registry
 
 HELDOUT = Path(__file__).resolve().parent / "data" / "heldout"
 SHARED_SUPERGLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "superglue"
@@ -63,7 +65,7 @@ def plan(registry, task_name, shots=(0,), templates="all", data_dir=HELDOUT, lim
                        data_dirs=(str(data_dir),))
     task = registry.get(task_name)
     evaluation, pool = load_task_splits(task, config)
-    return task, evaluation, Planner(config, NoChatTemplate()).plan_task(task, evaluation, pool)
+    return task, evaluation, Planner(config, PLAIN).plan_task(task, evaluation, pool)
 
 
 def rendered(registry, task_name, template_id, shots=0, row=0):

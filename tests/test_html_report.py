@@ -23,11 +23,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.analysis import cluster_scores
+from harness.analysis.compare import compare_runs
+from harness.analysis.scores import cluster_scores
 from harness.cli import main
-from harness.compare import compare_runs
 from harness.errors import HarnessError
-from harness.html_report import (
+from harness.report.html import (
     build_report,
     check_sweep,
     interval,
@@ -38,8 +38,9 @@ from harness.html_report import (
     render_markdown,
     signed,
 )
-from harness.registry import Registry
-from harness.tune.manifest import TaskRecord, TemplateRecord, TrainingManifest, write_manifest
+from harness.seen import TaskRecord, TemplateRecord, TrainingManifest
+from harness.tasks.registry import Registry
+from harness.tune.manifest import write_manifest
 from tests.test_cli import error_line
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -182,7 +183,7 @@ def test_tables_show_the_analysis_numbers(runs, report_dir):
     assert statuses == {"seen", "held-out template", "held-out task", "held-out cluster"}
     assert [row[0] for row in _cells(page, "table-gap")] == ["tuned", "tuned"]
     # The tuned run against the base split by its labels: each label's overall row first, then its clusters.
-    from harness.compare import compare_by_seen_status
+    from harness.analysis.compare import compare_by_seen_status
 
     expected = compare_by_seen_status(*load_run_pair(runs), labels=("base", "tuned"))
     generalization = _cells(page, "table-generalization-1")

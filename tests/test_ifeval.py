@@ -19,10 +19,14 @@ from typing import Any
 
 import pytest
 
+from harness.benchmarks.ifeval import fixed_random_draws, ifeval_metric, lm_eval_ifeval
+from harness.chat import PLAIN
 from harness.errors import HarnessError
-from harness.ifeval import fixed_random_draws, ifeval_metric, lm_eval_ifeval
-from harness.registry import BUILTIN_TASKS, Registry, load_task
-from harness.runner import Planner, RunConfig, load_task_splits, run
+from harness.eval.config import RunConfig
+from harness.eval.plan import Planner, load_task_splits
+from harness.eval.run import run
+from harness.files import BUILTIN_TASKS
+from harness.tasks.registry import Registry, load_task
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IFEVAL_DIR = SHARED / "ifeval"
@@ -85,7 +89,7 @@ def test_checkers_import_and_run_offline_without_any_download(tmp_path):
         "def refuse(*args, **kwargs):\n"
         "    raise SystemExit('nltk.download was called')\n"
         "nltk.download = refuse\n"
-        "import harness.ifeval\n"
+        "import harness.benchmarks.ifeval\n"
         "from lm_eval.tasks.ifeval import instructions_util as u\n"
         "assert u.count_sentences('Dr. Smith went home. He was tired. It rained at 5 p.m. today.') == 3\n"
         "assert nltk.word_tokenize('Hello there, Mr. Smith.') == ['Hello', 'there', ',', 'Mr.', 'Smith', '.']\n"
@@ -104,7 +108,7 @@ def test_shipped_punkt_tab_is_complete():
     import nltk
     from nltk.tokenize.punkt import load_punkt_params
 
-    from harness.ifeval import NLTK_DATA
+    from harness.benchmarks.ifeval import NLTK_DATA
 
     params = load_punkt_params(nltk.data.find("tokenizers/punkt_tab/english/", paths=[str(NLTK_DATA)]))
     sizes = (len(params.abbrev_types), len(params.sent_starters), len(params.collocations), len(params.ortho_context))
@@ -206,15 +210,15 @@ def test_every_prompt_matches_lm_eval_per_prompt_and_instruction():
 class ScriptedBackend:
     """Stands in for a model: answers each prompt with a fixed function of the prompt."""
 
+    chat_format = PLAIN
+    batch_tokens = None
+
     def __init__(self, respond) -> None:
         self.respond = respond
         self.requests: list[Any] = []
 
     def describe(self) -> dict[str, Any]:
         return {"model": "scripted-ifeval-responder"}
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> None:
-        return None
 
     def score(self, requests: Sequence[Any], done: Collection[int] = ()) -> Iterator[list[Any]]:
         assert not requests, "IFEval is a generate task: nothing to score"
@@ -274,7 +278,7 @@ def test_task_renders_the_raw_prompt_and_refuses_few_shot():
     assert task.generation.max_new_tokens == 1280 and task.generation.stop == ()
     config = RunConfig(tasks="ifeval", limit=20, data_folders=(("ifeval", str(IFEVAL_DIR)),))
     evaluation, pool = load_task_splits(task, config)
-    samples = Planner(config, ScriptedBackend(None)).plan_task(task, evaluation, pool)
+    samples = Planner(config, PLAIN).plan_task(task, evaluation, pool)
     rows = raw_rows()
     assert [s.row_id for s in samples] == [str(k) for k in list(rows)[:20]]
     assert all(s.prompt == rows[int(s.row_id)]["prompt"] for s in samples)

@@ -7,17 +7,9 @@ import json
 import pytest
 
 from harness.errors import HarnessError
-from harness.registry import Registry
-from harness.tune.manifest import (
-    MANIFEST_FILE,
-    TaskRecord,
-    TemplateRecord,
-    TrainingManifest,
-    manifest_from_mixture,
-    read_manifest,
-    seen_status,
-    write_manifest,
-)
+from harness.tasks.registry import Registry
+from harness.seen import MANIFEST_FILE, TaskRecord, TemplateRecord, TrainingManifest, read_manifest, seen_status
+from harness.tune.manifest import manifest_from_mixture, write_manifest
 from harness.tune.mixture import MixtureConfig, build_mixture
 
 
@@ -34,7 +26,7 @@ def hand_made() -> TrainingManifest:
 
 def test_manifest_of_a_mixture_round_trips(tmp_path):
     mixture = build_mixture(Registry(), MixtureConfig(tasks="parity,add_numbers", examples_per_task_cap=8,
-                                                      held_out_clusters=("comparison",)), None)
+                                                      held_out_clusters=("comparison",)))
     manifest = manifest_from_mixture(mixture, "tiny-llama", "abcd", {"lr": 2e-5, "betas": [0.9, 0.95]},
                                      {"trainer": 11})
     path = write_manifest(tmp_path / "ckpt", manifest)

@@ -12,29 +12,20 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.data import load_split
+from harness.chat import PLAIN, ChatFormat
 from harness.errors import HarnessError
-from harness.registry import Registry
-from harness.runner import Planner, RunConfig
+from harness.eval.config import RunConfig
+from harness.eval.plan import Planner
+from harness.tasks.registry import Registry
+from harness.tasks.rows import load_split
 from harness.tune.mixture import (
     MixtureConfig,
     allocate,
     build_mixture,
     mixture_table,
-    tokenizer_chat_template,
 )
 
 HELDOUT = Path(__file__).resolve().parent / "data" / "heldout"
-
-
-class ChatFn:
-    """The chat template as a backend's method, for re-planning with the Planner in the checks."""
-
-    def __init__(self, chat_template):
-        self.chat_template = chat_template
-
-    def apply_chat_template(self, messages):
-        return self.chat_template(messages) if self.chat_template else None
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def registry() -> Registry:
 def chat_template(tiny_models):
     from transformers import AutoTokenizer
 
-    return tokenizer_chat_template(AutoTokenizer.from_pretrained(tiny_models["tiny-llama-chat"]))
+    return ChatFormat.from_tokenizer(AutoTokenizer.from_pretrained(tiny_models["tiny-llama-chat"]))
 
 
 def write_task(root: Path, name: str, cluster: str, rows: int, related: tuple[str, ...] = ()) -> None:
@@ -81,15 +72,15 @@ def user_registry(tmp_path_factory) -> Registry:
 
 def test_same_seed_same_mixture_other_seed_other_mixture(registry):
     config = MixtureConfig(examples_per_task_cap=10, seed=3)
-    first, again = build_mixture(registry, config, None), build_mixture(registry, config, None)
+    first, again = build_mixture(registry, config, PLAIN), build_mixture(registry, config, PLAIN)
     assert first.examples == again.examples and first.hash == again.hash and len(first.hash) == 64
-    other = build_mixture(registry, MixtureConfig(examples_per_task_cap=10, seed=4), None)
+    other = build_mixture(registry, MixtureConfig(examples_per_task_cap=10, seed=4), PLAIN)
     assert other.hash != first.hash
     assert [e.task for e in first.examples] != sorted(e.task for e in first.examples), "examples are shuffled"
 
 
 def test_counts_are_min_of_rows_and_cap_and_scale_to_a_total(user_registry):
-    mixture = build_mixture(user_registry, MixtureConfig(tasks="entail,para,topic", examples_per_task_cap=20), None)
+    mixture = build_mixture(user_registry, MixtureConfig(tasks="entail,para,topic", examples_per_task_cap=20), PLAIN)
     assert mixture.task_counts() == {"entail": 5, "para": 12, "topic": 20}
     assert mixture.cluster_counts() == {"nli_user": 5, "paraphrase_user": 12, "topics_user": 20}
     assert Counter(e.task for e in mixture.examples) == Counter(mixture.task_counts())
@@ -97,7 +88,7 @@ def test_counts_are_min_of_rows_and_cap_and_scale_to_a_total(user_registry):
     topic_rows = [e.row_id for e in mixture.examples if e.task == "topic"]
     assert len(set(topic_rows)) == 20
     scaled = build_mixture(user_registry, MixtureConfig(tasks="entail,para,topic", examples_per_task_cap=20,
-                                                        total_examples=74), None)
+                                                        total_examples=74), PLAIN)
     assert scaled.task_counts() == {"entail": 10, "para": 24, "topic": 40}
     assert allocate({"a": 5, "b": 12, "c": 50}, 20, 10) == {"a": 1, "b": 3, "c": 6}
     assert sum(allocate({"a": 3, "b": 3, "c": 3}, 20, 10).values()) == 10
@@ -105,7 +96,7 @@ def test_counts_are_min_of_rows_and_cap_and_scale_to_a_total(user_registry):
 
 def test_held_out_cluster_goes_with_its_related_clusters(user_registry):
     config = MixtureConfig(tasks="entail,para,topic", held_out_clusters=("paraphrase_user",))
-    mixture = build_mixture(user_registry, config, None)
+    mixture = build_mixture(user_registry, config, PLAIN)
     assert mixture.held_out_requested == ("paraphrase_user",)
     assert mixture.held_out_clusters == ("nli_user", "paraphrase_user")
     assert mixture.task_counts() == {"topic": 50}
@@ -115,7 +106,7 @@ def test_held_out_cluster_goes_with_its_related_clusters(user_registry):
 
 def test_builtin_held_out_tasks_train_on_their_train_split(registry):
     config = MixtureConfig(tasks="rte,cb,copa", held_out_clusters=("nli",), data_dirs=(str(HELDOUT),), max_shots=5)
-    mixture = build_mixture(registry, config, None)
+    mixture = build_mixture(registry, config, PLAIN)
     assert mixture.held_out_clusters == ("nli", "paraphrase")
     assert mixture.task_counts() == {"copa": 3}
     assert mixture.tasks[0].split == "train"
@@ -129,7 +120,7 @@ def test_builtin_held_out_tasks_train_on_their_train_split(registry):
 ])
 def test_mixture_errors_are_one_line(user_registry, config, message):
     with pytest.raises(HarnessError, match=message) as error:
-        build_mixture(user_registry, config, None)
+        build_mixture(user_registry, config, PLAIN)
     assert "\n" not in str(error.value)
 
 
@@ -143,14 +134,14 @@ def test_bad_config_is_refused():
 def test_fewshot_and_options_fractions_on_a_big_mixture(registry):
     choice = "comparison,lexicon_classification,parity"
     mixture = build_mixture(registry, MixtureConfig(tasks=choice, fewshot_fraction=0.3, options_fraction=0.8,
-                                                    max_shots=4, seed=7), None)
+                                                    max_shots=4, seed=7), PLAIN)
     assert len(mixture.examples) == 5 * 2000  # the tune split of each task
     fewshot = [e for e in mixture.examples if e.shots > 0]
     assert abs(len(fewshot) / len(mixture.examples) - 0.3) < 0.06
     assert {e.shots for e in fewshot} == {1, 2, 3, 4}
     shown = sum(e.options_shown for e in mixture.examples) / len(mixture.examples)
     assert abs(shown - 0.8) < 0.06
-    natural = build_mixture(registry, MixtureConfig(tasks=choice, seed=7), None)
+    natural = build_mixture(registry, MixtureConfig(tasks=choice, seed=7), PLAIN)
     # The natural mix draws templates uniformly: these tasks list the options in 15 of 30 templates.
     assert abs(sum(e.options_shown for e in natural.examples) / len(natural.examples) - 0.5) < 0.07
     assert abs(sum(e.shots > 0 for e in natural.examples) / len(natural.examples) - 0.5) < 0.07
@@ -173,7 +164,7 @@ GOLDEN_CHAT = (
 @pytest.mark.parametrize("chat", [False, True])
 def test_golden_training_example(registry, chat_template, chat):
     config = MixtureConfig(tasks="compare_numbers", examples_per_task_cap=3, max_shots=2, chat=chat, seed=0)
-    mixture = build_mixture(registry, config, chat_template if chat else None)
+    mixture = build_mixture(registry, config, chat_template if chat else PLAIN)
     example = mixture.examples[0]
     assert {k: getattr(example, k) for k in GOLDEN} == GOLDEN
     assert example.prompt == (GOLDEN_CHAT if chat else GOLDEN_PLAIN)
@@ -185,14 +176,14 @@ def test_every_example_is_what_evaluation_shows_and_scores(registry, chat_templa
     """Re-plan each example's row with the Planner on the whole training split (as evaluation would
     plan it) and compare: same prompt, and the completion is the scored continuation of the answer."""
     config = MixtureConfig(tasks="parity,compare_length,list_max", examples_per_task_cap=12, chat=chat, seed=5)
-    mixture = build_mixture(registry, config, chat_template if chat else None)
-    backend = ChatFn(chat_template if chat else None)
+    mixture = build_mixture(registry, config, chat_template if chat else PLAIN)
+    chat_format = chat_template if chat else PLAIN
     splits = {name: load_split(registry.get(name), registry.get(name).data.tuning_split)
               for name in {e.task for e in mixture.examples}}
     for example in mixture.examples:
         task, split = registry.get(example.task), splits[example.task]
         planner = Planner(RunConfig(tasks=task.name, shots=(example.shots,), templates=example.template_id, seed=5,
-                                    chat="on" if chat else "off"), backend)
+                                    chat="on" if chat else "off"), chat_format)
         # The row alone, with the whole split as the exemplar pool, as evaluation plans each row.
         position = split.ids.index(example.row_id)
         row = replace(split, rows=split.rows[position:position + 1], ids=split.ids[position:position + 1])
@@ -209,7 +200,7 @@ def test_every_example_is_what_evaluation_shows_and_scores(registry, chat_templa
 
 def test_table_shows_tasks_shares_and_held_out_clusters(user_registry):
     mixture = build_mixture(user_registry, MixtureConfig(tasks="entail,para,topic", fewshot_fraction=0.0,
-                                                         options_fraction=1.0, held_out_clusters=("nli_user",)), None)
+                                                         options_fraction=1.0, held_out_clusters=("nli_user",)), PLAIN)
     console = Console(record=True, width=200, file=io.StringIO())
     console.print(mixture_table(mixture))
     text = console.export_text()
@@ -222,7 +213,7 @@ def test_table_shows_tasks_shares_and_held_out_clusters(user_registry):
 def test_suite_tasks_tune_on_their_own_split_and_keep_their_few_shot_pool(registry):
     task = registry.tasks["parity"]
     assert (task.data.fewshot_split, task.data.train_split, task.data.tuning_split) == ("train", "tune", "tune")
-    mixture = build_mixture(registry, MixtureConfig(tasks="parity", examples_per_task_cap=3000), None)
+    mixture = build_mixture(registry, MixtureConfig(tasks="parity", examples_per_task_cap=3000), PLAIN)
     assert mixture.tasks[0].split == "tune" and mixture.task_counts() == {"parity": 2000}
     pool = {row["idx"] for row in load_split(task, "train", None).rows}
     assert len(pool) == 64, "the few-shot pool (and so every few-shot prompt) is unchanged by the tuning split"
@@ -230,13 +221,13 @@ def test_suite_tasks_tune_on_their_own_split_and_keep_their_few_shot_pool(regist
 
 def test_held_out_templates_are_seeded_per_task_and_never_trained(registry):
     config = MixtureConfig(tasks="parity,list_first", examples_per_task_cap=60, held_out_templates=2, seed=5)
-    mixture = build_mixture(registry, config, None)
+    mixture = build_mixture(registry, config, PLAIN)
     for record in mixture.tasks:
         all_ids = {t.id for t in registry.tasks[record.name].templates}
         trained = {t.id for t in record.templates}
         assert len(all_ids - trained) == 2, record.name
         assert {e.template_id for e in mixture.examples if e.task == record.name} == trained
-    again = build_mixture(registry, config, None)
+    again = build_mixture(registry, config, PLAIN)
     assert [t.templates for t in again.tasks] == [t.templates for t in mixture.tasks]
     with pytest.raises(HarnessError, match="held_out_templates=6 leaves task 'parity' no template"):
-        build_mixture(registry, MixtureConfig(tasks="parity", held_out_templates=6), None)
+        build_mixture(registry, MixtureConfig(tasks="parity", held_out_templates=6), PLAIN)

@@ -19,13 +19,16 @@ from typing import Any
 import pytest
 from nltk.stem import porter
 
+from harness.benchmarks.niv2 import load_rows, niv2_metric
+from harness.chat import PLAIN
 from harness.errors import HarnessError
+from harness.eval.config import RunConfig
+from harness.eval.plan import Planner, load_task_splits
+from harness.eval.run import run as run_harness
+from harness.files import PROJECT_ROOT
 from harness.metrics import flatten, mean_and_stderr
-from harness.niv2 import load_rows, niv2_metric
-from harness.registry import PROJECT_ROOT, load_task
-from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits
-from harness.runner import run as run_harness
-from harness.tasks import Task
+from harness.tasks.registry import load_task
+from harness.tasks.schema import Task
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NIV2 = SHARED / "niv2"
@@ -156,7 +159,7 @@ def test_handmade_task_renders_like_the_official_collator(niv2_task, tmp_path):
     config = RunConfig(tasks="niv2", templates="def_pos2_neg2_expl", limit=1,
                        data_folders=(("niv2", str(tmp_path)),))
     evaluation, pool = load_task_splits(task, config)
-    prompt = Planner(config, NoChatTemplate()).plan_task(task, evaluation, pool)[0].prompt
+    prompt = Planner(config, PLAIN).plan_task(task, evaluation, pool)[0].prompt
     assert prompt == (
         "Definition: Say whether the number is even or odd.\n\n"
         " Positive Example 1 -\nInput: 2.\n Output: even.\n Explanation: 2 = 2 x 1.\n\n"
@@ -288,7 +291,7 @@ GOLDEN_879 = {
 def plan_prompts(task: Task, folder: Path, limit: int | None = None) -> dict[tuple[str, str], str]:
     config = RunConfig(tasks="niv2", limit=limit, data_folders=(("niv2", str(folder)),))
     evaluation, pool = load_task_splits(task, config)
-    return {(s.template.id, s.row_id): s.prompt for s in Planner(config, NoChatTemplate()).plan_task(
+    return {(s.template.id, s.row_id): s.prompt for s in Planner(config, PLAIN).plan_task(
         task, evaluation, pool)}
 
 
@@ -418,7 +421,10 @@ def test_run_scores_per_category_equal_the_official_computation(niv2_task, tmp_p
     by_input = {r["input"].strip(): (i, r) for i, r in enumerate(rows)}
     assert len(by_input) == len(rows)
 
-    class FixedBackend(NoChatTemplate):
+    class FixedBackend:
+        chat_format = PLAIN
+        batch_tokens = None
+
         def describe(self) -> dict[str, Any]:
             return {"model": "fixed-predictions"}
 
@@ -461,7 +467,7 @@ def test_run_scores_per_category_equal_the_official_computation(niv2_task, tmp_p
 @needs_shared
 def test_end_to_end_run_with_tiny_model(tiny_models, tmp_path):
     from harness.cli import main
-    from harness.report import primary_metric
+    from harness.eval.record import primary_metric
 
     code = main(["run", "--model", str(tiny_models["tiny-llama"]), "--tasks", "niv2", "--data", f"niv2={NIV2}",
                  "--limit", "16", "--out", str(tmp_path), "--run-id", "r"])

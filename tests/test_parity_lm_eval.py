@@ -33,12 +33,13 @@ pytest.importorskip("lm_eval.models.huggingface", reason="lm-eval (lm_eval.model
 
 import numpy as np  # noqa: E402
 
-from harness.data import load_split  # noqa: E402
 from harness.engine import HFBackend  # noqa: E402
-from harness.prompts import PromptRenderer  # noqa: E402
-from harness.registry import Registry  # noqa: E402
-from harness.runner import RunConfig, run  # noqa: E402
-from harness.tasks import Task, Template  # noqa: E402
+from harness.eval.config import RunConfig  # noqa: E402
+from harness.eval.run import run  # noqa: E402
+from harness.tasks.prompts import PromptRenderer  # noqa: E402
+from harness.tasks.registry import Registry  # noqa: E402
+from harness.tasks.rows import load_split  # noqa: E402
+from harness.tasks.schema import Task, Template  # noqa: E402
 from tests import lm_eval_bridge as bridge  # noqa: E402
 
 ATOL = 1e-4

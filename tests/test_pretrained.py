@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.benchmarks.suite import TOPIC_KEYWORDS
 from harness.builtin import pretrained
 from harness.builtin.corpus import corpus_documents
-from harness.builtin.suite import TOPIC_KEYWORDS
-from harness.registry import Registry
-from harness.tune.manifest import read_manifest
+from harness.seen import read_manifest
+from harness.tasks.registry import Registry
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

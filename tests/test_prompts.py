@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from harness.chat import PLAIN
 from harness.errors import HarnessError
-from harness.prompts import PromptRenderer
-from harness.registry import Registry
-from harness.runner import NoChatTemplate, Planner, RunConfig, load_task_splits
+from harness.eval.config import RunConfig
+from harness.eval.plan import Planner, load_task_splits
+from harness.tasks.prompts import PromptRenderer
+from harness.tasks.registry import Registry
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +21,12 @@ def registry() -> Registry:
     return Registry()
 
 
-def render(registry, backend, task_name, template_id, shots, chat="off", multiturn=True, row=0):
+def render(registry, chat_format, task_name, template_id, shots, chat="off", multiturn=True, row=0):
     config = RunConfig(tasks=task_name, templates=template_id, shots=(shots,), limit=row + 1, chat=chat,
                        fewshot_multiturn=multiturn)
     task = registry.get(task_name)
     evaluation, pool = load_task_splits(task, config)
-    samples = Planner(config, backend).plan_task(task, evaluation, pool)
+    samples = Planner(config, chat_format).plan_task(task, evaluation, pool)
     return samples[row]
 
 
@@ -48,18 +50,18 @@ PLAIN_GOLDEN = [
 
 @pytest.mark.parametrize(("task", "template", "shots", "expected"), PLAIN_GOLDEN)
 def test_plain_prompts_are_golden(registry, task, template, shots, expected):
-    assert render(registry, NoChatTemplate(), task, template, shots).prompt == expected
+    assert render(registry, PLAIN, task, template, shots).prompt == expected
 
 
 def test_template_verbaliser_replaces_task_options(registry):
-    sample = render(registry, NoChatTemplate(), "topic_lexicon", "statement", 0)
+    sample = render(registry, PLAIN, "topic_lexicon", "statement", 0)
     assert sample.row.options == ("sport", "cooking", "wildlife")
     assert sample.row.answer_index == 2
     assert sample.row.answer_text == "wildlife"
 
 
 def test_generate_row_references(registry):
-    sample = render(registry, NoChatTemplate(), "extract_person", "q_qa", 0)
+    sample = render(registry, PLAIN, "extract_person", "q_qa", 0)
     assert sample.row.references == ("Farah",)
     assert sample.row.options is None
 
@@ -77,24 +79,24 @@ CHAT_GOLDEN = [
 
 @pytest.mark.parametrize(("task", "template", "shots", "multiturn", "expected"), CHAT_GOLDEN)
 def test_chat_prompts_are_golden(registry, chat_backend, task, template, shots, multiturn, expected):
-    sample = render(registry, chat_backend, task, template, shots, chat="on", multiturn=multiturn)
+    sample = render(registry, chat_backend.chat_format, task, template, shots, chat="on", multiturn=multiturn)
     assert sample.prompt == expected
 
 
 def test_chat_drops_target_delimiter_like_lm_eval(registry, chat_backend):
     config = RunConfig(tasks="parity", chat="on")
-    planner = Planner(config, chat_backend)
+    planner = Planner(config, chat_backend.chat_format)
     task = registry.get("parity")
     assert planner.continuation_prefix(task, task.template("completion")) == ""
-    plain = Planner(RunConfig(tasks="parity", chat="off"), chat_backend)
+    plain = Planner(RunConfig(tasks="parity", chat="off"), chat_backend.chat_format)
     assert plain.continuation_prefix(task, task.template("completion")) == " "
 
 
 def test_chat_auto_follows_the_tokenizer(plain_backend, chat_backend):
-    assert Planner(RunConfig(chat="auto"), chat_backend).chat is True
-    assert Planner(RunConfig(chat="auto"), plain_backend).chat is False
+    assert Planner(RunConfig(chat="auto"), chat_backend.chat_format).chat is True
+    assert Planner(RunConfig(chat="auto"), plain_backend.chat_format).chat is False
     with pytest.raises(HarnessError, match="has no chat template"):
-        Planner(RunConfig(chat="on"), plain_backend)
+        Planner(RunConfig(chat="on"), plain_backend.chat_format)
 
 
 def test_exemplars_never_include_the_evaluated_row(registry):
@@ -102,7 +104,7 @@ def test_exemplars_never_include_the_evaluated_row(registry):
     config = RunConfig(tasks="parity", shots=(5,), limit=30)
     evaluation, _ = load_task_splits(task, config)
     # Draw exemplars from the evaluation split itself: the row being scored must never be one of them.
-    from harness.data import FewshotSampler
+    from harness.tasks.rows import FewshotSampler
 
     sampler = FewshotSampler(evaluation, seed=1, same_split_as_eval=True)
     for row_id in evaluation.ids:
@@ -127,7 +129,7 @@ def test_first_n_tasks_give_every_row_the_same_preamble(registry):
     fixed = dataclasses.replace(task, data=dataclasses.replace(task.data, fewshot_sampler="first_n"))
     config = RunConfig(tasks="parity", templates="instr_terse", shots=(2,), limit=5)
     evaluation, pool = load_task_splits(fixed, config)
-    samples = Planner(config, NoChatTemplate()).plan_task(fixed, evaluation, pool)
+    samples = Planner(config, PLAIN).plan_task(fixed, evaluation, pool)
     assert {s.exemplar_ids for s in samples} == {tuple(pool.ids[:2])}
     assert samples[0].prompt == ("Label 716 as even or odd.\nLabel: even\n\nLabel 602 as even or odd.\nLabel: even\n\n"
                                  "Label 129 as even or odd.\nLabel:")

@@ -17,17 +17,17 @@ import jinja2
 import pytest
 import yaml
 
-import harness.prompts
-import harness.registry
-from harness.data import load_split
+import harness.tasks.jinja_env
+import harness.tasks.registry
 from harness.errors import HarnessError
-from harness.prompts import PromptRenderer
-from harness.promptsource import (
+from harness.tasks.prompts import PromptRenderer
+from harness.tasks.promptsource import (
     import_promptsource,
     read_templates,
     unique_slugs,
 )
-from harness.registry import load_task, load_template
+from harness.tasks.registry import load_task, load_template
+from harness.tasks.rows import load_split
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PROMPTSOURCE = SHARED / "promptsource" / "templates"
@@ -42,7 +42,7 @@ needs_superglue_rows = pytest.mark.skipif(
 
 
 def test_harness_environment_has_promptsource_extras():
-    env = harness.prompts.make_environment()
+    env = harness.tasks.jinja_env.make_environment()
     assert {"choice", "most_frequent"} <= set(env.filters) and "zip" in env.globals
 
 
@@ -216,7 +216,7 @@ def test_truncation_option_matches_promptsource_apply(tmp_path):
 
 
 def test_choice_is_reproducible_per_row_and_varies_across_rows(tmp_path):
-    env = harness.prompts.make_environment()
+    env = harness.tasks.jinja_env.make_environment()
     template = env.from_string("{{ range(100) | list | choice }} {{ range(100) | list | choice }}")
     draws = [template.render(premise=f"row {i}") for i in range(30)]
     assert draws == [template.render(premise=f"row {i}") for i in range(30)]  # same row, same draw
@@ -227,7 +227,7 @@ def test_choice_is_reproducible_per_row_and_varies_across_rows(tmp_path):
 
 
 def test_most_frequent_and_zip():
-    env = harness.prompts.make_environment()
+    env = harness.tasks.jinja_env.make_environment()
     assert env.from_string("{{ ['b', 'a', 'b', 'a', 'c'] | most_frequent }}").render() == "['b', 'a']"
     assert env.from_string("{{ [] | most_frequent }}").render() == "None"
     source = "{% for q, a in zip(qs, answers) %}{{ q }}={{ a }};{% endfor %}"

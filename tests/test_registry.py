@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.registry import Registry, load_task, load_template
+from harness.tasks.registry import Registry, load_task, load_template
 
 TASK = """\
 name: mytask

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis import generalization_gap
+from harness.analysis.scores import generalization_gap
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.registry import Registry
-from harness.runner import RunConfig, declare_seen, run
-from harness.tune.manifest import DeclaredSeen, write_manifest
+from harness.eval.config import RunConfig
+from harness.eval.run import run
+from harness.seen import DeclaredSeen, declare_seen
+from harness.tasks.registry import Registry
+from harness.tune.manifest import write_manifest
 from tests.test_manifest import hand_made
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis import overall_score
+from harness.analysis.scores import overall_score
 from harness.cli import main
-from harness.registry import Registry
-from harness.results import load_run
-from harness.tune.manifest import read_manifest
+from harness.eval.store import load_run
+from harness.seen import read_manifest
+from harness.tasks.registry import Registry
 from harness.tune.sweep import plan_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -58,6 +58,6 @@ def test_harness_tune_under_torchrun_talks_once_and_writes_one_checkpoint(tiny_m
         env=environment, capture_output=True, text=True, timeout=300)
     assert launched.returncode == 0, launched.stderr[-2000:]
     assert launched.stdout.count("Training mixture") == 1 and launched.stdout.count("trained 2 steps") == 1
-    from harness.tune.manifest import read_manifest
+    from harness.seen import read_manifest
 
     assert read_manifest(out).trained_steps == 2 and read_manifest(out / "checkpoint-1").trained_steps == 1

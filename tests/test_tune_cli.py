@@ -11,9 +11,10 @@ import pytest
 from safetensors.torch import load_file
 
 from harness.cli import main
-from harness.registry import Registry
+from harness.seen import MANIFEST_FILE, read_manifest, seen_status
+from harness.tasks.registry import Registry
 from harness.tune import run as tune_run
-from harness.tune.manifest import MANIFEST_FILE, read_manifest, seen_status, write_manifest
+from harness.tune.manifest import write_manifest
 from harness.tune.mixture import MixtureConfig, build_mixture
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -52,7 +53,7 @@ def test_tune_writes_a_loadable_checkpoint_and_its_manifest(tuned, tiny_models, 
     assert manifest.examples == 40
     assert manifest.hyperparameters["steps"] == 4 and manifest.seeds == {"mixture": 0, "train": 0}
     # The mixture is the one the library builds for the same settings (no chat template on this model).
-    mixture = build_mixture(Registry(), MixtureConfig(held_out_clusters=("comparison",), total_examples=40), None)
+    mixture = build_mixture(Registry(), MixtureConfig(held_out_clusters=("comparison",), total_examples=40))
     assert manifest.mixture_hash == mixture.hash
     assert manifest.tasks == mixture.tasks
 

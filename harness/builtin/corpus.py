@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from harness.builtin.suite import (
+from harness.benchmarks.suite import (
     ACTIVITIES,
     CITIES,
     NEGATIVE,

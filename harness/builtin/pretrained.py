@@ -27,7 +27,7 @@ import transformers
 
 from harness.builtin.corpus import corpus_documents
 from harness.builtin.tiny_models import build_cached, cache_root, default_texts, write_random_model
-from harness.registry import Registry
+from harness.tasks.registry import Registry
 from harness.tune.mixture import MixtureConfig
 from harness.tune.run import OutputState, prepare_mixture, train_and_record
 from harness.tune.trainer import Progress, TrainConfig, train

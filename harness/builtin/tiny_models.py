@@ -97,7 +97,7 @@ def _flatten(value: Any) -> Iterator[str]:
 def _suite_texts() -> list[str]:
     """Text of a few rows of every built-in generator; empty if the suite is not available."""
     try:
-        from harness.builtin.suite import GENERATORS, generate_rows
+        from harness.benchmarks.suite import GENERATORS, generate_rows
     except ImportError:
         logger.info("built-in suite not importable; training the tokenizer on embedded text only")
         return []

@@ -13,6 +13,8 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from harness.chat import ChatFormat
+
 
 @dataclass(frozen=True)
 class ChoiceRequest:
@@ -39,13 +41,15 @@ class GenerateRequest:
 
 
 class Backend(Protocol):
+    chat_format: ChatFormat
+    """How this model's chat messages become text (its tokenizer's chat template, or none)."""
+    batch_tokens: int | None
+    """Padded tokens per batch, for the run spec (None where the backend has no such budget)."""
+
     def describe(self) -> dict[str, Any]:
         """Model, tokenizer, weights hash, dtype and device, for the run record."""
         ...
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
-        """The prompt text for chat messages, or None if the model has no chat template."""
-        ...
 
     def score(
         self, requests: Sequence[ChoiceRequest], done: Collection[int] = ()

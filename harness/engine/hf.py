@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from harness.chat import ChatFormat
 from harness.engine import tokenization
 from harness.engine.base import ChoiceRequest, GenerateRequest, ScoreResult
 from harness.engine.batching import CALL_COST, DECODE_CACHE_FACTOR, shared_prefix_batches, token_budget_batches
@@ -31,6 +32,7 @@ from harness.engine.scoring import (
     tree_scoring_blocker,
 )
 from harness.engine.tree import Tree, batch_trees, build_tree, shared_prefix_groups
+from harness.engine.weights import TOKENIZER_PATTERNS, WEIGHTS_PATTERNS, files_digest
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,6 @@ T = TypeVar("T")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_LENGTH = 2048
-WEIGHTS_PATTERNS = ("*.safetensors", "*.bin")
-"""The files `weights_sha256` covers (HFBackend.describe, training manifests)."""
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -59,20 +59,6 @@ def attention_pair_cost(model: torch.nn.Module) -> float:
     if not isinstance(hidden, int) or not isinstance(layers, int) or body <= 0:
         return 0.0
     return 2 * hidden * layers / body
-
-
-def files_digest(folder: Path, patterns: Sequence[str]) -> str | None:
-    """sha256 over the named files of a model folder, so a run record pins the exact weights."""
-    files = sorted(f for p in patterns for f in folder.glob(p) if f.is_file())
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -151,6 +137,7 @@ class HFBackend:
         self.max_length = max_length or config_length or DEFAULT_MAX_LENGTH
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.chat_format = ChatFormat.from_tokenizer(self.tokenizer)
         bos = self.tokenizer.bos_token_id
         self.prefix_token_id = bos if bos is not None else self.tokenizer.eos_token_id
         self.fast = fast
@@ -196,7 +183,7 @@ class HFBackend:
             "tokenizer": {
                 "class": type(self.tokenizer).__name__,
                 "vocab_size": len(self.tokenizer),
-                "files_sha256": files_digest(folder, ["tokenizer*.json", "*.model", "special_tokens_map.json"])
+                "files_sha256": files_digest(folder, TOKENIZER_PATTERNS)
                 if local else None,
                 "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest()[:16]
                 if isinstance(chat_template, str) else None,
@@ -212,11 +199,6 @@ class HFBackend:
                 else "model.generate, static cache" if self.static_cache else "model.generate",
             },
         }
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
-        if not getattr(self.tokenizer, "chat_template", None):
-            return None
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     # -- tokenisation (lm-eval's rules) ---------------------------------------------------------
 

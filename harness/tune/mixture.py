@@ -1,6 +1,6 @@
 """FLAN-style instruction-tuning mixtures, rendered by the evaluation code itself.
 
-A training example is made by `runner.Planner.plan_task` on a task's training split (its
+A training example is made by `harness.eval.plan.Planner.plan_task` on a task's training split (its
 `train_split`, else its `fewshot_split`), so prompt and chat layout are byte for byte what evaluation
 shows for the same row, template and exemplars, and the completion is exactly what evaluation scores
 after that prompt (`continuation_prefix + answer_text`). Mixing follows FLAN: every task contributes min(rows, cap)
@@ -17,21 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 
 from rich.table import Table
 
-from harness.data import DataOverrides, Split, load_split
+from harness.chat import PLAIN, ChatFormat
 from harness.errors import HarnessError
-from harness.registry import Registry
-from harness.runner import Planner, RunConfig
-from harness.tasks import Task, Template
-from harness.tune.manifest import TaskRecord, TemplateRecord
-
-ChatTemplate = Callable[[list[dict[str, str]]], "str | None"]
-"""messages -> the prompt text ending in the assistant header, or None without a chat template."""
+from harness.eval.config import RunConfig
+from harness.eval.plan import Planner
+from harness.seen import TaskRecord, TemplateRecord
+from harness.tasks.registry import Registry
+from harness.tasks.rows import DataOverrides, Split, load_split
+from harness.tasks.schema import Task, Template
 
 
 @dataclass(frozen=True)
@@ -108,23 +105,6 @@ class Mixture:
         return {c: sum(t.examples for t in self.tasks if t.cluster == c) for c in clusters}
 
 
-@dataclass(frozen=True)
-class _ChatBackend:
-    """The one method of a Backend the Planner needs, so mixtures build without loading weights."""
-
-    chat_template: ChatTemplate | None
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str | None:
-        return self.chat_template(messages) if self.chat_template else None
-
-
-def tokenizer_chat_template(tokenizer: Any) -> ChatTemplate | None:
-    """The chat template the evaluation backend would apply (see `HFBackend.apply_chat_template`)."""
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-    return lambda messages: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def expand_held_out(registry: Registry, requested: tuple[str, ...]) -> tuple[str, ...]:
     """The requested clusters with every related one; an unknown name is an error, not a no-op."""
     known = {t.cluster for t in registry.tasks.values()} | {c for t in registry.tasks.values()
@@ -186,7 +166,7 @@ def _draw_template(rng: random.Random, templates: list[Template], options_fracti
 
 
 def _task_examples(task: Task, templates: list[Template], split: Split, count: int, config: MixtureConfig,
-                   backend: _ChatBackend) -> list[TrainingExample]:
+                   chat_format: ChatFormat) -> list[TrainingExample]:
     """`count` examples of one task, in draw order, rendered group by group by the Planner."""
     order = list(range(len(split)))
     random.Random(f"{config.seed}:{task.name}:rows").shuffle(order)
@@ -206,7 +186,7 @@ def _task_examples(task: Task, templates: list[Template], split: Split, count: i
                              ids=tuple(split.ids[i] for _, i in members))
         planner = Planner(RunConfig(tasks=task.name, shots=(shots,), templates=template_id, seed=config.seed,
                                     chat="on" if config.chat else "off",
-                                    fewshot_multiturn=config.fewshot_multiturn), backend)  # type: ignore[arg-type]
+                                    fewshot_multiturn=config.fewshot_multiturn), chat_format)
         prefix = planner.continuation_prefix(task, template)
         for (position, _), sample in zip(members, planner.plan_task(task, evaluation, split if shots else None),
                                          strict=True):
@@ -235,9 +215,9 @@ def mixture_hash(examples: tuple[TrainingExample, ...]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def build_mixture(registry: Registry, config: MixtureConfig, chat_template: ChatTemplate | None) -> Mixture:
+def build_mixture(registry: Registry, config: MixtureConfig, chat_format: ChatFormat = PLAIN) -> Mixture:
     """Select, allocate, draw and render a mixture; see the module docstring for the rules."""
-    if config.chat and chat_template is None:
+    if config.chat and not chat_format.available:
         raise HarnessError("mixture chat is on but the tokenizer has no chat template; turn chat off")
     held_out = expand_held_out(registry, config.held_out_clusters)
     trainable: list[tuple[Task, list[Template]]] = []
@@ -254,7 +234,6 @@ def build_mixture(registry: Registry, config: MixtureConfig, chat_template: Chat
         reasons = "; ".join(f"{name}: {why}" for name, _, why in excluded[:4])
         raise HarnessError(f"no task left to train on among --tasks {config.tasks!r} ({reasons}); "
                            "select other tasks or hold out fewer clusters")
-    backend = _ChatBackend(chat_template)
     overrides = DataOverrides(config.data_dirs, config.data_folders)
     splits = {task.name: load_split(task, task.data.tuning_split or "", None, overrides) for task, _ in trainable}
     counts = allocate({name: len(split) for name, split in splits.items()}, config.examples_per_task_cap,
@@ -265,7 +244,7 @@ def build_mixture(registry: Registry, config: MixtureConfig, chat_template: Chat
             excluded.append((task.name, task.cluster, f"0 examples at total_examples={config.total_examples}"))
             continue
         split = splits[task.name]
-        task_examples = _task_examples(task, templates, split, counts[task.name], config, backend)
+        task_examples = _task_examples(task, templates, split, counts[task.name], config, chat_format)
         examples += task_examples
         summaries.append(_summary(task, split.name, len(split), task_examples))
     random.Random(f"{config.seed}:order").shuffle(examples)

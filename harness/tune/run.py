@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.engine.hf import WEIGHTS_PATTERNS, files_digest
+from harness.chat import PLAIN, ChatFormat
+from harness.engine.weights import WEIGHTS_PATTERNS, files_digest
 from harness.errors import HarnessError
-from harness.registry import Registry
-from harness.tune.manifest import MANIFEST_FILE, TrainingManifest, manifest_from_mixture, read_manifest, write_manifest
-from harness.tune.mixture import Mixture, MixtureConfig, build_mixture, tokenizer_chat_template
+from harness.seen import MANIFEST_FILE, TrainingManifest, read_manifest
+from harness.tasks.registry import Registry
+from harness.tune.manifest import manifest_from_mixture, write_manifest
+from harness.tune.mixture import Mixture, MixtureConfig, build_mixture
 from harness.tune.trainer import _RESUME_FREE, STATE_DIR, Progress, TrainConfig, TrainSummary, train
 
 log = logging.getLogger(__name__)
@@ -78,33 +80,12 @@ def prepare_output(out: Path, base: str, resume: bool) -> OutputState:
     return OutputState(resume_from=checkpoint)
 
 
-def load_base_tokenizer(base: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(base)
-    except (OSError, ValueError, KeyError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise HarnessError(f"--base {base}: cannot load its tokenizer ({first_line}); pass a model folder, "
-                           "or a hub id when online") from None
-
-
-def resolve_chat(chat: str, tokenizer: Any) -> bool:
-    """--chat auto|on|off against the tokenizer, as evaluation resolves it (`Planner`)."""
-    if chat not in ("auto", "on", "off"):
-        raise HarnessError(f"--chat must be auto, on or off, got {chat!r}")
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if chat == "on" and not has_template:
-        raise HarnessError("--chat on: the base model's tokenizer has no chat template; use --chat off")
-    return chat != "off" and has_template
-
-
 def prepare_mixture(registry: Registry, base: str, config: MixtureConfig, chat: str) -> Mixture:
-    """The mixture rendered with the base tokenizer's chat template when chat applies."""
-    tokenizer = load_base_tokenizer(base)
-    use_chat = resolve_chat(chat, tokenizer)
-    return build_mixture(registry, replace(config, chat=use_chat),
-                         tokenizer_chat_template(tokenizer) if use_chat else None)
+    """The mixture rendered with the base tokenizer's chat template when chat applies (as evaluation
+    resolves --chat: `ChatFormat.resolve`)."""
+    chat_format = ChatFormat.from_pretrained(base)
+    use_chat = chat_format.resolve(chat, "the base model's")
+    return build_mixture(registry, replace(config, chat=use_chat), chat_format if use_chat else PLAIN)
 
 
 def base_weights_hash(base: str) -> str | None:

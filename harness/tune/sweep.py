@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.registry import Registry
-from harness.results import load_run, write_json_atomic
-from harness.runner import RunConfig, run
+from harness.eval.config import RunConfig
+from harness.eval.run import run
+from harness.eval.store import load_run
+from harness.files import write_json_atomic
+from harness.tasks.registry import Registry
 from harness.tune.mixture import MixtureConfig, expand_held_out
 from harness.tune.run import prepare_mixture, prepare_output, train_and_record
 from harness.tune.trainer import Progress, TrainConfig
@@ -66,7 +68,7 @@ def plan_sweep(registry: Registry, held_out: tuple[str, ...], tasks: str, order:
 
 def held_out_score(directory: Path, seed: int) -> dict[str, Any]:
     """The run's mean primary metric over its clusters, with a bootstrap interval (see analysis)."""
-    from harness.analysis import overall_score
+    from harness.analysis.scores import overall_score
 
     record, samples = load_run(directory)
     return overall_score(record, samples, seed=seed)

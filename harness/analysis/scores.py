@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.eval.record import primary_metric, ungrouped
 from harness.metrics import flatten
-from harness.report import primary_metric, ungrouped
 
 
 def template_sensitivity(record: dict[str, Any]) -> list[dict[str, Any]]:

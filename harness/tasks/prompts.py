@@ -17,20 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from jinja2 import StrictUndefined, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import meta
 
 from harness.errors import HarnessError
-from harness.tasks import Task, Template
-
-
-def make_environment() -> SandboxedEnvironment:
-    """The project's Jinja environment: sandboxed, strict, whitespace kept exactly as written."""
-    from harness.promptsource import add_jinja_extras
-
-    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False, cache_size=0)
-    # promptsource's helpers (choice, most_frequent, zip), so imported templates render as written.
-    return add_jinja_extras(env)
+from harness.tasks.jinja_env import make_environment
+from harness.tasks.schema import Task, Template
 
 
 @dataclass(frozen=True)

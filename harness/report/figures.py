@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from harness.report import primary_metric, ungrouped
+from harness.eval.record import primary_metric, ungrouped
 
 SEEN_STATUSES = ("seen", "held_out_template", "held_out_task", "held_out_cluster")
 STATUS_NAMES = {"seen": "seen", "held_out_template": "held-out template", "held_out_task": "held-out task",

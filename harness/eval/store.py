@@ -15,48 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-
-RECORDED_PACKAGES = ("harness", "torch", "transformers", "tokenizers", "lm_eval", "datasets", "numpy", "jinja2")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def environment_info(project_root: Path) -> dict[str, Any]:
-    """Package versions and the git commit (with a dirty flag) the run was made with."""
-    versions = {}
-    for package in RECORDED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    git: dict[str, Any] = {"commit": None, "dirty": None}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root, capture_output=True, text=True,
-                                timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root,
-                                capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            git = {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return {"python": sys.version.split()[0], "packages": versions, "git": git}
+from harness.files import write_json_atomic
 
 
 class RunStore:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.analysis import (
+from harness.analysis.scores import (
     bootstrap_rng,
     check_bootstrap,
     check_samples,

@@ -25,10 +25,10 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from harness.data import quiet_datasets
 from harness.errors import HarnessError
 from harness.metrics import rouge_l
-from harness.tasks import Task
+from harness.tasks.rows import quiet_datasets
+from harness.tasks.schema import Task
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ gives as the input part, because the conversion reproduces each step of `apply`:
   harness's `options` (converted from the same `answer_choices`), for a generate task it is
   rendered from the `answer_choices` source in the prompt.
 - promptsource's Jinja extras (`zip`, the `choice` and `most_frequent` filters) are provided by
-  `add_jinja_extras`, which the harness's Jinja environment must include. `choice` is
+  `harness.tasks.jinja_env.add_jinja_extras`, which the harness's Jinja environment includes. `choice` is
   `random.choice` in promptsource; here it is seeded by the row's content and the draw's position
   in the rendering, so a template that shuffles (`range(0, 2) | choice`) still varies across rows but
   renders a row the same way in every run, as the harness's resumable run records require.
@@ -31,13 +31,8 @@ empty string). Field values containing `|||` are protected by `apply`; rows almo
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
 import re
-import weakref
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +41,8 @@ import jinja2
 import yaml
 
 from harness.errors import HarnessError
-from harness.registry import load_yaml
+from harness.tasks.jinja_env import make_environment
+from harness.tasks.registry import load_template, load_yaml
 
 SEPARATOR = "|||"
 PROMPTSOURCE_TRUNCATION = 2048
@@ -62,64 +58,6 @@ _ANSWER_CHOICES = re.compile(r"\banswer_choices\b")
 _RENDERED = "promptsource_rendered"
 
 
-# -- promptsource's Jinja extras ------------------------------------------------------------------
-
-_draw_counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-
-
-def _row_fingerprint(context: jinja2.runtime.Context) -> str:
-    """A stable digest of the values a template was rendered with (the row, and options if any)."""
-    values = {k: v for k, v in context.parent.items() if k not in context.environment.globals}
-    text = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@jinja2.pass_context
-def seeded_choice(context: jinja2.runtime.Context, items: Iterable[Any]) -> Any:
-    """promptsource's `choice` filter with the draw made reproducible.
-
-    promptsource calls `random.choice`, so a prompt differed on every rendering. Here the draw is
-    seeded by the row's content and by how many draws the same rendering made before, so rows still
-    get different draws while one row renders identically every time.
-    """
-    population = list(items)
-    if not population:
-        raise jinja2.TemplateRuntimeError("the choice filter got an empty sequence")
-    draw = _draw_counts.get(context, 0)
-    _draw_counts[context] = draw + 1
-    return random.Random(f"{_row_fingerprint(context)}:{draw}").choice(population)
-
-
-def most_frequent(items: Iterable[Any]) -> list[Any] | None:
-    """promptsource's `most_frequent` filter: every item tied for the highest count, in first-seen order."""
-    counts = Counter(items).most_common()
-    if not counts:
-        return None
-    top = counts[0][1]
-    return [item for item, count in counts if count == top]
-
-
-JINJA_FILTERS: dict[str, Callable[..., Any]] = {"choice": seeded_choice, "most_frequent": most_frequent}
-JINJA_GLOBALS: dict[str, Any] = {"zip": zip}
-
-
-def add_jinja_extras(env: jinja2.Environment) -> jinja2.Environment:
-    """Give a Jinja environment promptsource's extras (`zip`, `choice`, `most_frequent`).
-
-    The harness's `prompts.make_environment()` calls this, so imported templates render wherever
-    templates are rendered; it is idempotent and deterministic.
-    """
-    for name, function in JINJA_FILTERS.items():
-        env.filters.setdefault(name, function)
-    for name, value in JINJA_GLOBALS.items():
-        env.globals.setdefault(name, value)
-    return env
-
-
-def _environment() -> jinja2.Environment:
-    from harness.prompts import make_environment
-
-    return make_environment()
 
 
 # -- reading templates.yaml -----------------------------------------------------------------------
@@ -293,7 +231,7 @@ def convert_template(
     truncate_fields: int | None = None,
 ) -> Converted:
     """This project's template mapping for one promptsource template, or `NotConvertible`."""
-    env = _environment()
+    env = make_environment()
     if not _parses(env, template.jinja):
         raise NotConvertible("its Jinja does not parse")
     if template.answer_choices is not None and not _parses(env, template.answer_choices):
@@ -424,7 +362,6 @@ def import_promptsource(
     `kind` is the harness task's kind ("choice" or "generate"): it decides whether answer_choices
     become the template's options. Templates that cannot be converted are reported, not fatal.
     """
-    from harness.registry import load_template
 
     if kind not in ("choice", "generate"):
         raise HarnessError(f"task kind must be 'choice' or 'generate', got {kind!r}")

@@ -8,7 +8,6 @@ happen in `prompts.check_fields` once rows are loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -18,21 +17,12 @@ from typing import Any
 import jinja2
 import yaml
 
-from harness.data import LOADERS
 from harness.errors import HarnessError
+from harness.files import BUILTIN_TASKS, BUILTIN_TEMPLATES, short_hash
 from harness.metrics import CHOICE_METRICS, GENERATE_METRICS
-from harness.prompts import make_environment
-from harness.tasks import (
-    DataSource,
-    GenerationConfig,
-    Task,
-    Template,
-    TemplateTags,
-)
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BUILTIN_TASKS = PROJECT_ROOT / "tasks"
-BUILTIN_TEMPLATES = PROJECT_ROOT / "templates"
+from harness.tasks.jinja_env import make_environment
+from harness.tasks.rows import LOADERS
+from harness.tasks.schema import DataSource, GenerationConfig, Task, Template, TemplateTags
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _TASK_REQUIRED = {"name", "cluster", "kind", "data", "metrics", "templates"}
@@ -53,11 +43,6 @@ _TAG_KEYS = {"options", "style", "turned_around", "extra"}
 # libyaml's loader when present: parsing every task and template at start-up is most of `harness
 # run`'s time to its first request with the pure-Python one.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def short_hash(data: bytes) -> str:
-    """The 16-hex-digit sha256 prefix used for every content hash in run records."""
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def load_yaml(path: Path, loader: Any = _YAML_LOADER, what: str = "YAML") -> Any:

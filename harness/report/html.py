@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import cluster_scores, generalization_gap, shots_curve, task_scores, template_sensitivity
-from harness.compare import compare_by_seen_status, compare_runs
+from harness.analysis.compare import compare_by_seen_status, compare_runs
+from harness.analysis.scores import cluster_scores, generalization_gap, shots_curve, task_scores, template_sensitivity
 from harness.errors import HarnessError
-from harness.report_figures import (
+from harness.eval.store import load_run
+from harness.report.figures import (
     DASH,
     PALETTE,
     STATUS_NAMES,
@@ -38,7 +39,6 @@ from harness.report_figures import (
     sweep_figure,
     template_figure,
 )
-from harness.results import load_run
 
 CONFIDENCE = 0.95
 RESAMPLES = 1000

@@ -34,7 +34,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.metrics import MetricValues
 
-NLTK_DATA = Path(__file__).resolve().parent / "data_files" / "nltk_data"
+NLTK_DATA = Path(__file__).resolve().parent.parent / "data_files" / "nltk_data"
 """The folder holding `tokenizers/punkt_tab/english`, put first on NLTK's search path."""
 
 LANGDETECT_SEED = 0

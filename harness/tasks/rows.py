@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.tasks import Task
+from harness.tasks.schema import Task
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ _FORMATS = {
 
 # Loader name -> "module:function"; the function is called as fn(task, split, folder) -> rows, where
 # folder is the local folder a run pointed the task at (None: the loader's own default or the hub).
-LOADERS: dict[str, str] = {"niv2": "harness.niv2:load_rows"}
+LOADERS: dict[str, str] = {"niv2": "harness.benchmarks.niv2:load_rows"}
 
 _SPLIT_ALIASES = {"validation": ("validation", "val", "dev"), "test": ("test",), "train": ("train",)}
 
@@ -146,7 +146,7 @@ def load_split(
         rows = _load_file(path, split)
         origin = f"local file {path}"
     elif source.generator:
-        from harness.builtin.suite import generate_rows
+        from harness.benchmarks.suite import generate_rows
 
         if split not in source.sizes:
             raise HarnessError(f"{task.path}: field 'data.sizes' has no row count for split {split!r}")

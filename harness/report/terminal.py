@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from harness.tasks import Task
+from harness.eval.record import primary_metric, ungrouped
+from harness.tasks.schema import Task
 
 
 def _cell(metric: dict[str, float]) -> str:
@@ -38,10 +39,6 @@ def score_table(record: dict[str, Any]) -> Table:
     return table
 
 
-def ungrouped(record: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for s in record["scores"] if "group" not in s]
-
-
 def group_table(record: dict[str, Any]) -> Table:
     """Per task and `report_by` value (an NIv2 category, say): each metric's mean over templates (%)."""
     grouped = [s for s in record["scores"] if "group" in s]
@@ -61,15 +58,6 @@ def group_table(record: dict[str, Any]) -> Table:
         ]
         table.add_row(task, field, value, str(shots), str(scores[0]["n"]), *means)
     return table
-
-
-def primary_metric(score: dict[str, Any]) -> str:
-    """The metric a task is ranked by: its first declared metric.
-
-    run.json is written with sorted keys, so a loaded score's `metrics` are in alphabetical order;
-    the entry's `primary_metric` keeps the declared first one (records written before it existed
-    fall back to the first key)."""
-    return score.get("primary_metric") or next(iter(score["metrics"]))
 
 
 def cluster_table(records: list[dict[str, Any]]) -> Table:

@@ -1,0 +1,25 @@
+"""Fingerprints of a model folder's files, so a run record or a training manifest pins exact weights."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+WEIGHTS_PATTERNS = ("*.safetensors", "*.bin")
+"""The files `weights_sha256` covers (run records, training manifests)."""
+TOKENIZER_PATTERNS = ("tokenizer*.json", "*.model", "special_tokens_map.json")
+
+
+def files_digest(folder: Path, patterns: Sequence[str]) -> str | None:
+    """sha256 over the named files of a model folder, so a run record pins the exact weights."""
+    files = sorted(f for p in patterns for f in folder.glob(p) if f.is_file())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

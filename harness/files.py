@@ -1,0 +1,63 @@
+"""Where the project's own files are, and how records are fingerprinted and written.
+
+The lowest layer: every other module may use it, it uses none of them. The built-in tasks and
+templates are found through the packages the build maps the top-level `tasks/` and `templates/`
+folders to (`harness.builtin_tasks`, `harness.builtin_templates`), so an installed wheel finds them
+from any working directory just as a source checkout does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The source checkout (for its git commit); in an installed wheel, the folder holding `harness/`."""
+BUILTIN_TASKS = PROJECT_ROOT / "tasks"
+BUILTIN_TEMPLATES = PROJECT_ROOT / "templates"
+
+
+def short_hash(data: bytes) -> str:
+    """The 16-hex-digit sha256 prefix used for every content hash in run records."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+RECORDED_PACKAGES = ("harness", "torch", "transformers", "tokenizers", "lm_eval", "datasets", "numpy", "jinja2")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def environment_info(project_root: Path) -> dict[str, Any]:
+    """Package versions and the git commit (with a dirty flag) the run was made with."""
+    versions = {}
+    for package in RECORDED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    git: dict[str, Any] = {"commit": None, "dirty": None}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root, capture_output=True, text=True,
+                                timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root,
+                                capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            git = {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"python": sys.version.split()[0], "packages": versions, "git": git}
