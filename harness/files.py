@@ -1,9 +1,12 @@
 """Where the project's own files are, and how records are fingerprinted and written.
 
 The lowest layer: every other module may use it, it uses none of them. The built-in tasks and
-templates are found through the packages the build maps the top-level `tasks/` and `templates/`
-folders to (`harness.builtin_tasks`, `harness.builtin_templates`), so an installed wheel finds them
-from any working directory just as a source checkout does.
+templates live in the top-level `tasks/` and `templates/` folders of the source tree; the wheel
+carries them as the package data `harness/builtin_tasks/` and `harness/builtin_templates/` (the
+build maps the packages `harness.builtin_tasks` and `harness.builtin_templates` to those folders).
+`BUILTIN_TASKS` and `BUILTIN_TEMPLATES` are the installed folders when they exist, else the
+top-level ones (a source checkout or an editable install), so either finds them from any working
+directory.
 """
 
 from __future__ import annotations
@@ -19,8 +22,16 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The source checkout (for its git commit); in an installed wheel, the folder holding `harness/`."""
-BUILTIN_TASKS = PROJECT_ROOT / "tasks"
-BUILTIN_TEMPLATES = PROJECT_ROOT / "templates"
+BUILTIN_TASKS = (
+    PROJECT_ROOT / "harness" / "builtin_tasks" if (PROJECT_ROOT / "harness" / "builtin_tasks").is_dir()
+    else PROJECT_ROOT / "tasks"
+)
+"""The built-in task files: the wheel's `harness/builtin_tasks/`, else the source tree's `tasks/`."""
+BUILTIN_TEMPLATES = (
+    PROJECT_ROOT / "harness" / "builtin_templates" if (PROJECT_ROOT / "harness" / "builtin_templates").is_dir()
+    else PROJECT_ROOT / "templates"
+)
+"""The built-in templates, one folder per task: the wheel's `harness/builtin_templates/`, else `templates/`."""
 
 
 def short_hash(data: bytes) -> str:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from harness.errors import HarnessError
-from harness.tasks.registry import Registry
 from harness.seen import MANIFEST_FILE, TaskRecord, TemplateRecord, TrainingManifest, read_manifest, seen_status
+from harness.tasks.registry import Registry
 from harness.tune.manifest import manifest_from_mixture, write_manifest
 from harness.tune.mixture import MixtureConfig, build_mixture
 

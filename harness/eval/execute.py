@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from harness.engine.base import Backend, ChoiceRequest, GenerateRequest
+from harness.engine.base import Backend
 from harness.eval.plan import PlannedSample
 from harness.eval.store import RunStore
-from harness.metrics import choice_metrics, generate_metrics
+from harness.tasks.kinds import get_kind, kind_names
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as (phase, finished, total) after every batch; the CLI draws it, the library never prints."""
@@ -30,50 +30,26 @@ def execute(
     plan: list[PlannedSample], backend: Backend, store: RunStore, prefixes: dict[str, str],
     progress: ProgressCallback | None = None,
 ) -> None:
-    """Run every sample not yet in the store, writing each batch durably as it finishes."""
+    """Run every sample not yet in the store, writing each batch durably as it finishes.
+
+    The samples of each task kind go to the backend together (all choice questions, then all
+    generations), so the backend can batch them across tasks."""
     finished = sum(1 for s in plan if s.key in store.samples)
     total = len(plan)
     if progress:
         progress("requests", finished, total)
-
-    choice = [s for s in plan if s.task.kind == "choice"]
-    requests = [
-        ChoiceRequest(s.prompt, tuple(prefixes[s.key] + o for o in s.row.options or ())) for s in choice
-    ]
-    done = {i for i, s in enumerate(choice) if s.key in store.samples}
-    for batch in backend.score(requests, done):
-        records = []
-        for index, results in batch:
-            sample = choice[index]
-            logprobs = [r.logprob for r in results]
-            assert sample.row.options is not None and sample.row.answer_index is not None
-            metrics = choice_metrics(logprobs, sample.row.options, sample.row.answer_index)
-            records.append(_sample_record(sample, {
-                "options": list(sample.row.options), "continuation_prefix": prefixes[sample.key],
-                "answer_index": sample.row.answer_index, "logprobs": logprobs,
-                "is_greedy": [r.is_greedy for r in results], "num_tokens": [r.num_tokens for r in results],
-                "metrics": {m: metrics[m] for m in sample.task.metrics},
-            }))
-        finished += len([r for r in records if r["key"] not in store.samples])
-        store.append(records)
-        if progress:
-            progress("requests", finished, total)
-
-    generate = [s for s in plan if s.task.kind == "generate"]
-    gen_requests = [
-        GenerateRequest(s.prompt, s.task.generation.max_new_tokens, s.task.generation.stop) for s in generate
-    ]
-    done = {i for i, s in enumerate(generate) if s.key in store.samples}
-    for batch in backend.generate(gen_requests, done):
-        records = []
-        for index, response in batch:
-            sample = generate[index]
-            assert sample.row.references is not None
-            records.append(_sample_record(sample, {
-                "response": response, "references": list(sample.row.references),
-                "metrics": generate_metrics(response, sample.row.references, sample.task.metrics, sample.source),
-            }))
-        finished += len([r for r in records if r["key"] not in store.samples])
-        store.append(records)
-        if progress:
-            progress("requests", finished, total)
+    for name in kind_names():
+        kind = get_kind(name)
+        members = [s for s in plan if s.task.kind == name]
+        requests = [kind.request(s.task, s.prompt, s.row, prefixes[s.key]) for s in members]
+        done = {i for i, s in enumerate(members) if s.key in store.samples}
+        for batch in kind.answers(backend, requests, done):
+            records = []
+            for index, answer in batch:
+                sample = members[index]
+                records.append(_sample_record(sample, kind.score(sample.task, sample.row, answer,
+                                                                 prefixes[sample.key], sample.source)))
+            finished += len([r for r in records if r["key"] not in store.samples])
+            store.append(records)
+            if progress:
+                progress("requests", finished, total)

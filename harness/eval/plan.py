@@ -13,9 +13,9 @@ from typing import Any
 from harness.chat import ChatFormat
 from harness.errors import HarnessError
 from harness.eval.config import RunConfig
-from harness.tasks.prompts import PromptRenderer, RenderedRow, Turn, chat_messages, plain_context
+from harness.tasks.prompts import PromptRenderer, Turn, chat_messages, plain_context
 from harness.tasks.rows import FewshotSampler, Split, load_split
-from harness.tasks.schema import Task, Template
+from harness.tasks.schema import RenderedRow, Task, Template
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def run(
     if resumed:
         log.info("resuming %s: %d of %d samples already done", directory, resumed, len(plan))
     planned_at = time.time()
-    prefixes = {s.key: planner.continuation_prefix(s.task, s.template) for s in plan if s.task.kind == "choice"}
+    prefixes = {s.key: planner.continuation_prefix(s.task, s.template) for s in plan}
     execute(plan, backend, store, prefixes, progress)
     finished_at = time.time()
     record = {

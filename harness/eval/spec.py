@@ -14,6 +14,7 @@ from harness.eval.config import RunConfig
 from harness.eval.plan import select_templates
 from harness.files import short_hash
 from harness.seen import DeclaredSeen, TrainingManifest, manifest_summary, read_manifest
+from harness.tasks.kinds import get_kind
 from harness.tasks.rows import Split
 from harness.tasks.schema import Task
 
@@ -38,7 +39,7 @@ def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dic
                 "data": {"origin": splits[t.name].origin, "eval_split": t.data.eval_split,
                          "fewshot_split": t.data.fewshot_split, "rows": len(splits[t.name])},
                 "metrics": list(t.metrics),
-                "generation": asdict(t.generation) if t.kind == "generate" else None,
+                "generation": get_kind(t.kind).generation_spec(t),
                 "templates": [
                     {"id": tp.id, "hash": tp.hash, "file": str(tp.path), "tags": asdict(tp.tags)}
                     for tp in select_templates(t, config.templates)

@@ -41,8 +41,9 @@ import jinja2
 import yaml
 
 from harness.errors import HarnessError
+from harness.tasks.fields import load_yaml
 from harness.tasks.jinja_env import make_environment
-from harness.tasks.registry import load_template, load_yaml
+from harness.tasks.registry import load_template
 
 SEPARATOR = "|||"
 PROMPTSOURCE_TRUNCATION = 2048

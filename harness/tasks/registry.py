@@ -14,13 +14,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import yaml
-
 from harness.errors import HarnessError
 from harness.files import BUILTIN_TASKS, BUILTIN_TEMPLATES, short_hash
-from harness.metrics import CHOICE_METRICS, GENERATE_METRICS
-from harness.tasks.jinja_env import make_environment
+from harness.tasks.fields import check_jinja, check_keys, expect, parse_options, read_mapping
+from harness.tasks.kinds import get_kind, kind_names
 from harness.tasks.rows import LOADERS
 from harness.tasks.schema import DataSource, GenerationConfig, Task, Template, TemplateTags
 
@@ -40,95 +37,32 @@ _TEMPLATE_OPTIONAL = {"options", "target", "target_delimiter"}
 _TAG_KEYS = {"options", "style", "turned_around", "extra"}
 
 
-# libyaml's loader when present: parsing every task and template at start-up is most of `harness
-# run`'s time to its first request with the pure-Python one.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def load_yaml(path: Path, loader: Any = _YAML_LOADER, what: str = "YAML") -> Any:
-    """Parse a YAML file; a syntax error or an unreadable file is one line naming file and line."""
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise HarnessError(f"{path}{where}: invalid {what} ({problem}); fix the file syntax") from None
-    except OSError as exc:
-        raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    loaded = load_yaml(path)
-    if not isinstance(loaded, dict):
-        raise HarnessError(f"{path}: expected a mapping of fields at the top level")
-    return loaded
-
-
-def _check_keys(path: Path, raw: dict[str, Any], required: set[str], optional: set[str], what: str) -> None:
-    unknown = sorted(set(raw) - required - optional)
-    if unknown:
-        allowed = ", ".join(sorted(required | optional))
-        raise HarnessError(f"{path}: unknown {what} field {unknown[0]!r}; allowed: {allowed}")
-    missing = sorted(required - set(raw))
-    if missing:
-        raise HarnessError(f"{path}: missing required {what} field {missing[0]!r}")
-
-
-def _expect(path: Path, field: str, value: Any, kind: type | tuple[type, ...], hint: str) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise HarnessError(f"{path}: field {field!r} must be {hint}, got {value!r}")
-    return value
-
-
-def _check_jinja(path: Path, field: str, source: str, expression: bool = False) -> None:
-    env = make_environment()
-    try:
-        env.compile_expression(source) if expression else env.parse(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise HarnessError(f"{path}: field {field!r} has a Jinja syntax error: {exc.message}") from None
-
-
-def _parse_options(path: Path, field: str, raw: Any) -> tuple[str, ...] | str:
-    """Options are a list of Jinja strings, or one Jinja expression that evaluates to a list."""
-    if isinstance(raw, str):
-        _check_jinja(path, field, raw, expression=True)
-        return raw
-    if isinstance(raw, list) and raw and all(isinstance(o, str) for o in raw):
-        for i, option in enumerate(raw):
-            _check_jinja(path, f"{field}[{i}]", option)
-        return tuple(raw)
-    raise HarnessError(
-        f"{path}: field {field!r} must be a non-empty list of strings or a Jinja expression string"
-    )
-
-
 def load_template(path: Path) -> Template:
-    raw = _read_yaml(path)
-    _check_keys(path, raw, _TEMPLATE_REQUIRED, _TEMPLATE_OPTIONAL, "template")
+    raw = read_mapping(path)
+    check_keys(path, raw, _TEMPLATE_REQUIRED, _TEMPLATE_OPTIONAL, "template")
     template_id = path.stem
     if not _NAME.match(template_id):
         raise HarnessError(f"{path}: template id {template_id!r} must match [a-z0-9_-]+ (rename the file)")
-    prompt = _expect(path, "prompt", raw["prompt"], str, "a Jinja string")
-    _check_jinja(path, "prompt", prompt)
-    tags_raw = _expect(path, "tags", raw["tags"], dict, "a mapping")
-    _check_keys(path, tags_raw, {"options", "style"}, _TAG_KEYS - {"options", "style"}, "tags")
+    prompt = expect(path, "prompt", raw["prompt"], str, "a Jinja string")
+    check_jinja(path, "prompt", prompt)
+    tags_raw = expect(path, "tags", raw["tags"], dict, "a mapping")
+    check_keys(path, tags_raw, {"options", "style"}, _TAG_KEYS - {"options", "style"}, "tags")
     tags = TemplateTags(
-        options=_expect(path, "tags.options", tags_raw["options"], bool, "true or false"),
-        style=_expect(path, "tags.style", tags_raw["style"], str, "a string"),
-        turned_around=_expect(
+        options=expect(path, "tags.options", tags_raw["options"], bool, "true or false"),
+        style=expect(path, "tags.style", tags_raw["style"], str, "a string"),
+        turned_around=expect(
             path, "tags.turned_around", tags_raw.get("turned_around", False), bool, "true or false"
         ),
-        extra=_expect(path, "tags.extra", tags_raw.get("extra", {}), dict, "a mapping"),
+        extra=expect(path, "tags.extra", tags_raw.get("extra", {}), dict, "a mapping"),
     )
-    options = _parse_options(path, "options", raw["options"]) if "options" in raw else None
+    options = parse_options(path, "options", raw["options"]) if "options" in raw else None
     target = raw.get("target")
     if target is not None:
-        _expect(path, "target", target, str, "a Jinja expression string")
-        _check_jinja(path, "target", target, expression=True)
+        expect(path, "target", target, str, "a Jinja expression string")
+        check_jinja(path, "target", target, expression=True)
     delimiter = raw.get("target_delimiter")
     if delimiter is not None:
-        _expect(path, "target_delimiter", delimiter, str, "a string")
+        expect(path, "target_delimiter", delimiter, str, "a string")
     rendering = {"prompt": prompt, "options": options, "target": target, "target_delimiter": delimiter}
     digest = short_hash(json.dumps(rendering, sort_keys=True).encode())
     return Template(template_id, path, prompt, tags, digest, options, target, delimiter)
@@ -147,24 +81,24 @@ def _load_templates(path: Path, folder: str, template_roots: Sequence[Path]) -> 
 
 
 def _parse_data(path: Path, raw: Any) -> DataSource:
-    raw = _expect(path, "data", raw, dict, "a mapping")
-    _check_keys(path, raw, {"eval_split"}, _DATA_KEYS - {"eval_split"}, "data")
+    raw = expect(path, "data", raw, dict, "a mapping")
+    check_keys(path, raw, {"eval_split"}, _DATA_KEYS - {"eval_split"}, "data")
     sources = [k for k in ("generator", "files", "hub", "loader") if k in raw]
     if len(sources) != 1:
         raise HarnessError(f"{path}: field 'data' needs exactly one of generator, files, hub or loader, got {sources}")
     if "loader" in raw and raw["loader"] not in LOADERS:
         raise HarnessError(f"{path}: field 'data.loader' names unknown loader {raw['loader']!r}; "
                            f"known: {', '.join(sorted(LOADERS))}")
-    files = _expect(path, "data.files", raw.get("files", {}), dict, "a mapping of split -> file path")
-    hub = _expect(path, "data.hub", raw.get("hub", {}), dict, "a mapping with path and optional name")
+    files = expect(path, "data.files", raw.get("files", {}), dict, "a mapping of split -> file path")
+    hub = expect(path, "data.hub", raw.get("hub", {}), dict, "a mapping with path and optional name")
     if "hub" in raw and "path" not in hub:
         raise HarnessError(f"{path}: field 'data.hub' needs a 'path' (the hub dataset id)")
-    sizes = _expect(path, "data.sizes", raw.get("sizes", {}), dict, "a mapping of split -> row count")
+    sizes = expect(path, "data.sizes", raw.get("sizes", {}), dict, "a mapping of split -> row count")
     for split_field in ("eval_split", "fewshot_split", "train_split"):
         if "generator" in raw and split_field in raw and raw[split_field] not in sizes:
             raise HarnessError(f"{path}: field 'data.sizes' must give a row count for {split_field} "
                                f"{raw[split_field]!r}")
-    sampler = _expect(path, "data.fewshot_sampler", raw.get("fewshot_sampler", "random"), str, "a sampler name")
+    sampler = expect(path, "data.fewshot_sampler", raw.get("fewshot_sampler", "random"), str, "a sampler name")
     if sampler not in FEWSHOT_SAMPLERS:
         raise HarnessError(f"{path}: field 'data.fewshot_sampler' is {sampler!r}; "
                            f"use one of {', '.join(FEWSHOT_SAMPLERS)}")
@@ -172,94 +106,79 @@ def _parse_data(path: Path, raw: Any) -> DataSource:
         split: str((path.parent / f).resolve()) if not Path(f).is_absolute() else f for split, f in files.items()
     }
     return DataSource(
-        eval_split=_expect(path, "data.eval_split", raw["eval_split"], str, "a split name"),
+        eval_split=expect(path, "data.eval_split", raw["eval_split"], str, "a split name"),
         fewshot_split=raw.get("fewshot_split"),
         generator=raw.get("generator"),
         loader=raw.get("loader"),
-        loader_options=_expect(path, "data.options", raw.get("options", {}), dict, "a mapping"),
-        seed=_expect(path, "data.seed", raw.get("seed", 0), int, "an integer"),
+        loader_options=expect(path, "data.options", raw.get("options", {}), dict, "a mapping"),
+        seed=expect(path, "data.seed", raw.get("seed", 0), int, "an integer"),
         sizes={str(k): int(v) for k, v in sizes.items()},
         files=resolved_files,
         hub_path=hub.get("path"),
         hub_name=hub.get("name"),
         id_field=raw.get("id_field"),
-        train_split=_expect(path, "data.train_split", raw.get("train_split"), (str, type(None)), "a split name"),
+        train_split=expect(path, "data.train_split", raw.get("train_split"), (str, type(None)), "a split name"),
         fewshot_sampler=sampler,
     )
 
 
 def load_task(path: Path, template_roots: Sequence[Path] | None = None) -> Task:
     """Parse and validate one task file and its templates."""
-    raw = _read_yaml(path)
-    _check_keys(path, raw, _TASK_REQUIRED, _TASK_OPTIONAL, "task")
-    name = _expect(path, "name", raw["name"], str, "a string")
+    raw = read_mapping(path)
+    check_keys(path, raw, _TASK_REQUIRED, _TASK_OPTIONAL, "task")
+    name = expect(path, "name", raw["name"], str, "a string")
     if name != path.stem or not _NAME.match(name):
         raise HarnessError(f"{path}: field 'name' must equal the file name {path.stem!r} and match [a-z0-9_-]+")
-    kind = raw["kind"]
-    if kind not in ("choice", "generate"):
-        raise HarnessError(f"{path}: field 'kind' must be 'choice' or 'generate', got {kind!r}")
-    allowed_metrics = tuple(CHOICE_METRICS if kind == "choice" else GENERATE_METRICS)
-    metrics = _expect(path, "metrics", raw["metrics"], list, "a list of metric names")
+    kind_name = raw["kind"]
+    if kind_name not in kind_names():
+        *others, last = (repr(name) for name in kind_names())
+        raise HarnessError(f"{path}: field 'kind' must be {', '.join(others)} or {last}, got {kind_name!r}")
+    kind = get_kind(kind_name)
+    allowed_metrics = kind.allowed_metrics()
+    metrics = expect(path, "metrics", raw["metrics"], list, "a list of metric names")
     for metric in metrics:
         if metric not in allowed_metrics:
             raise HarnessError(
-                f"{path}: metric {metric!r} is not available for {kind} tasks; use {', '.join(allowed_metrics)}"
+                f"{path}: metric {metric!r} is not available for {kind_name} tasks; use {', '.join(allowed_metrics)}"
             )
-    if kind == "choice":
-        for required in ("options", "answer"):
-            if required not in raw:
-                raise HarnessError(f"{path}: choice tasks need field {required!r}")
-        options = _parse_options(path, "options", raw["options"])
-        answer = _expect(path, "answer", raw["answer"], str, "a Jinja expression string")
-        _check_jinja(path, "answer", answer, expression=True)
-        target = None
-    else:
-        if "target" not in raw:
-            raise HarnessError(f"{path}: generate tasks need field 'target'")
-        target = _expect(path, "target", raw["target"], str, "a Jinja expression string")
-        _check_jinja(path, "target", target, expression=True)
-        options, answer = None, None
-    generation_raw = _expect(path, "generation", raw.get("generation", {}), dict, "a mapping")
-    _check_keys(path, generation_raw, set(), {"max_new_tokens", "stop"}, "generation")
+    kind_fields = kind.parse_fields(path, raw)
+    generation_raw = expect(path, "generation", raw.get("generation", {}), dict, "a mapping")
+    check_keys(path, generation_raw, set(), {"max_new_tokens", "stop"}, "generation")
     stop = generation_raw.get("stop", ["\n"])
     stop = [stop] if isinstance(stop, str) else stop
-    max_new_tokens = _expect(path, "generation.max_new_tokens", generation_raw.get("max_new_tokens", 32), int,
+    max_new_tokens = expect(path, "generation.max_new_tokens", generation_raw.get("max_new_tokens", 32), int,
                              "an integer")
     if max_new_tokens < 1:
         raise HarnessError(f"{path}: generation.max_new_tokens is {max_new_tokens}; give at least 1")
     generation = GenerationConfig(
-        max_new_tokens=max_new_tokens, stop=tuple(_expect(path, "generation.stop", stop, list, "a list of strings")),
+        max_new_tokens=max_new_tokens, stop=tuple(expect(path, "generation.stop", stop, list, "a list of strings")),
     )
     roots = list(template_roots or []) + [path.parent.parent / "templates", BUILTIN_TEMPLATES]
-    folder = _expect(path, "templates", raw["templates"], str, "a template folder name")
+    folder = expect(path, "templates", raw["templates"], str, "a template folder name")
     templates = _load_templates(path, folder, list(dict.fromkeys(roots)))
-    if kind == "generate":
-        for template in templates:
-            if template.options is not None:
-                raise HarnessError(f"{template.path}: field 'options' is only for choice tasks")
+    for template in templates:
+        kind.check_template(template)
     return Task(
         name=name,
-        cluster=_expect(path, "cluster", raw["cluster"], str, "a cluster name"),
+        cluster=expect(path, "cluster", raw["cluster"], str, "a cluster name"),
         description=str(raw.get("description", "")),
-        kind=kind,
+        kind=kind_name,
         data=_parse_data(path, raw["data"]),
         metrics=tuple(metrics),
         templates=templates,
         path=path,
         hash=short_hash(path.read_bytes()),
-        options=options,
-        answer=answer,
-        target=target,
+        **kind_fields,
         generation=generation,
-        target_delimiter=_expect(path, "target_delimiter", raw.get("target_delimiter", " "), str, "a string"),
-        fewshot_delimiter=_expect(
+        target_delimiter=expect(path, "target_delimiter", raw.get("target_delimiter", " "), str, "a string"),
+        fewshot_delimiter=expect(
             path, "fewshot_delimiter", raw.get("fewshot_delimiter", "\n\n"), str, "a string"
         ),
         related_clusters=tuple(
-            _expect(path, "related_clusters", raw.get("related_clusters", []), list, "a list of cluster names")
+            expect(path, "related_clusters", raw.get("related_clusters", []), list, "a list of cluster names")
         ),
-        report_by=tuple(_expect(path, "report_by", raw.get("report_by", []), list, "a list of row field names")),
-        metadata=_expect(path, "metadata", raw.get("metadata", {}), dict, "a mapping"),
+        report_by=tuple(expect(path, "report_by", raw.get("report_by", []), list, "a list of row field names")),
+        metadata=expect(path, "metadata", raw.get("metadata", {}), dict, "a mapping"),
     )
 
 

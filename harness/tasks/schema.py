@@ -120,3 +120,21 @@ class Task:
                 return template
         known = ", ".join(t.id for t in self.templates)
         raise HarnessError(f"task {self.name!r} has no template {template_id!r}; its templates: {known}")
+
+
+@dataclass(frozen=True)
+class RenderedRow:
+    """A row worded by one template: what to show, what may be answered, and what is right."""
+
+    prompt: str
+    options: tuple[str, ...] | None
+    answer_index: int | None
+    references: tuple[str, ...] | None
+
+    @property
+    def answer_text(self) -> str:
+        """The text a correct exemplar shows after its prompt."""
+        if self.options is not None and self.answer_index is not None:
+            return self.options[self.answer_index]
+        assert self.references, "a generate row always has at least one reference"
+        return self.references[0]

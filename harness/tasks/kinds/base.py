@@ -1,0 +1,61 @@
+"""The interface every task kind implements (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.engine.base import Backend
+from harness.tasks.schema import RenderedRow, Task, Template
+
+
+class Renderer(Protocol):
+    """What a kind needs of the prompt renderer: compiled templates and expressions (cached there)."""
+
+    def template(self, source: str) -> Any: ...
+
+    def expression(self, source: str) -> Any: ...
+
+
+class TaskKind:
+    """One kind of task. Instances are stateless; `register_kind` names them."""
+
+    name: str = ""
+
+    def parse_fields(self, path: Path, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The kind's own fields of a task file, checked, as keyword arguments of `Task`."""
+        raise NotImplementedError
+
+    def allowed_metrics(self) -> tuple[str, ...]:
+        """The metric names a task of this kind may declare."""
+        raise NotImplementedError
+
+    def check_template(self, template: Template) -> None:
+        """Refuse a template field this kind has no use for (one line naming the file)."""
+
+    def expressions(self, task: Task, template: Template) -> list[str]:
+        """The Jinja sources, besides the prompt, that read row fields (for checking columns)."""
+        raise NotImplementedError
+
+    def render(self, renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
+               where: str) -> RenderedRow:
+        """The row worded by the template: the prompt, and what may be answered and what is right."""
+        raise NotImplementedError
+
+    def request(self, task: Task, prompt: str, row: RenderedRow, continuation_prefix: str) -> Any:
+        """The backend request for one planned sample."""
+        raise NotImplementedError
+
+    def answers(self, backend: Backend, requests: Sequence[Any], done: Collection[int]) -> Iterator[list[Any]]:
+        """The backend's answers, batch by batch, as (request index, answer)."""
+        raise NotImplementedError
+
+    def score(self, task: Task, row: RenderedRow, answer: Any, continuation_prefix: str,
+              source: Mapping[str, Any]) -> dict[str, Any]:
+        """The sample's record fields for this answer, its `metrics` included."""
+        raise NotImplementedError
+
+    def generation_spec(self, task: Task) -> dict[str, Any] | None:
+        """The generation settings the run spec records (None where the kind does not generate)."""
+        return None

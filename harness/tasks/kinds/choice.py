@@ -1,0 +1,104 @@
+"""`choice`: rank classification. Each option is scored as a continuation of the prompt; the answer
+is the option with the highest log-likelihood (acc) or per-character log-likelihood (acc_norm)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from harness.engine.base import Backend, ChoiceRequest, ScoreResult
+from harness.errors import HarnessError
+from harness.metrics import CHOICE_METRICS, choice_metrics
+from harness.tasks.fields import check_jinja, expect, parse_options
+from harness.tasks.kinds import register_kind
+from harness.tasks.kinds.base import Renderer, TaskKind
+from harness.tasks.schema import RenderedRow, Task, Template
+
+
+@register_kind("choice")
+class ChoiceKind(TaskKind):
+    def parse_fields(self, path: Path, raw: Mapping[str, Any]) -> dict[str, Any]:
+        for required in ("options", "answer"):
+            if required not in raw:
+                raise HarnessError(f"{path}: choice tasks need field {required!r}")
+        answer = expect(path, "answer", raw["answer"], str, "a Jinja expression string")
+        check_jinja(path, "answer", answer, expression=True)
+        return {"options": parse_options(path, "options", raw["options"]), "answer": answer}
+
+    def allowed_metrics(self) -> tuple[str, ...]:
+        return tuple(CHOICE_METRICS)
+
+    def expressions(self, task: Task, template: Template) -> list[str]:
+        options = template.options if template.options is not None else task.options
+        sources = ["{{ " + options + " }}"] if isinstance(options, str) else list(options or ())
+        assert task.answer is not None, "parse_fields guarantees an answer"
+        return [*sources, "{{ " + task.answer + " }}"]
+
+    def render(self, renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
+               where: str) -> RenderedRow:
+        options = self._options(renderer, task, template, row, where)
+        answer_index = self._answer_index(renderer, task, row, options, where)
+        if "options" in row:
+            raise HarnessError(f"{where}: the row has a field named 'options', which templates of choice "
+                               "tasks use for the answer options; rename the field in the data")
+        prompt = renderer.template(template.prompt).render({**row, "options": list(options)})
+        return RenderedRow(prompt, options, answer_index, None)
+
+    @staticmethod
+    def _options(renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
+                 where: str) -> tuple[str, ...]:
+        spec = template.options if template.options is not None else task.options
+        if isinstance(spec, str):
+            value = renderer.expression(spec)(**row)
+            if isinstance(value, jinja2.Undefined) or not isinstance(value, (list, tuple)):
+                raise HarnessError(f"{where}: options expression {spec!r} must give a list, got {value!r}")
+            options = tuple(str(v) for v in value)
+        else:
+            assert spec is not None, "registry guarantees options on choice tasks"
+            options = tuple(renderer.template(o).render(**row) for o in spec)
+        if template.options is not None and task.options is not None and not isinstance(task.options, str):
+            if len(options) != len(task.options):
+                raise HarnessError(f"{template.path}: field 'options' has {len(options)} entries, "
+                                   f"the task has {len(task.options)}; give one verbaliser per option")
+        if len(options) < 2:
+            raise HarnessError(f"{where}: a choice row needs at least 2 options, got {list(options)}")
+        return options
+
+    @staticmethod
+    def _answer_index(renderer: Renderer, task: Task, row: Mapping[str, Any], options: Sequence[str],
+                      where: str) -> int:
+        assert task.answer is not None, "registry guarantees an answer on choice tasks"
+        value = renderer.expression(task.answer)(**row)
+        if isinstance(value, bool) or isinstance(value, jinja2.Undefined):
+            raise HarnessError(f"{where}: answer expression {task.answer!r} gave {value!r}, not an index")
+        if isinstance(value, int):
+            if not 0 <= value < len(options):
+                raise HarnessError(f"{where}: answer index {value} is outside the {len(options)} options")
+            return value
+        if isinstance(value, str) and value in options:
+            return options.index(value)
+        raise HarnessError(
+            f"{where}: answer {value!r} is neither an option index nor one of the options {list(options)}"
+        )
+
+    def request(self, task: Task, prompt: str, row: RenderedRow, continuation_prefix: str) -> ChoiceRequest:
+        return ChoiceRequest(prompt, tuple(continuation_prefix + o for o in row.options or ()))
+
+    def answers(self, backend: Backend, requests: Sequence[ChoiceRequest],
+                done: Collection[int]) -> Iterator[list[tuple[int, tuple[ScoreResult, ...]]]]:
+        return backend.score(requests, done)
+
+    def score(self, task: Task, row: RenderedRow, answer: tuple[ScoreResult, ...], continuation_prefix: str,
+              source: Mapping[str, Any]) -> dict[str, Any]:
+        logprobs = [r.logprob for r in answer]
+        assert row.options is not None and row.answer_index is not None
+        metrics = choice_metrics(logprobs, row.options, row.answer_index)
+        return {
+            "options": list(row.options), "continuation_prefix": continuation_prefix,
+            "answer_index": row.answer_index, "logprobs": logprobs,
+            "is_greedy": [r.is_greedy for r in answer], "num_tokens": [r.num_tokens for r in answer],
+            "metrics": {m: metrics[m] for m in task.metrics},
+        }

@@ -1,0 +1,70 @@
+"""`generate`: greedy generation until a stop string or the token limit, scored against references."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.engine.base import Backend, GenerateRequest
+from harness.errors import HarnessError
+from harness.metrics import GENERATE_METRICS, generate_metrics
+from harness.tasks.fields import check_jinja, expect
+from harness.tasks.kinds import register_kind
+from harness.tasks.kinds.base import Renderer, TaskKind
+from harness.tasks.schema import RenderedRow, Task, Template
+
+
+@register_kind("generate")
+class GenerateKind(TaskKind):
+    def parse_fields(self, path: Path, raw: Mapping[str, Any]) -> dict[str, Any]:
+        if "target" not in raw:
+            raise HarnessError(f"{path}: generate tasks need field 'target'")
+        target = expect(path, "target", raw["target"], str, "a Jinja expression string")
+        check_jinja(path, "target", target, expression=True)
+        return {"target": target}
+
+    def allowed_metrics(self) -> tuple[str, ...]:
+        return tuple(GENERATE_METRICS)
+
+    def check_template(self, template: Template) -> None:
+        if template.options is not None:
+            raise HarnessError(f"{template.path}: field 'options' is only for choice tasks")
+
+    def expressions(self, task: Task, template: Template) -> list[str]:
+        expression = template.target or task.target
+        return ["{{ " + expression + " }}"] if expression else []
+
+    def render(self, renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
+               where: str) -> RenderedRow:
+        references = self._references(renderer, task, template, row, where)
+        return RenderedRow(renderer.template(template.prompt).render(**row), None, None, references)
+
+    @staticmethod
+    def _references(renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
+                    where: str) -> tuple[str, ...]:
+        expression = template.target or task.target
+        assert expression is not None, "registry guarantees a target on generate tasks"
+        value = renderer.expression(expression)(**row)
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise HarnessError(f"{where}: target {expression!r} must give a string or a list of strings, got {value!r}")
+
+    def request(self, task: Task, prompt: str, row: RenderedRow, continuation_prefix: str) -> GenerateRequest:
+        return GenerateRequest(prompt, task.generation.max_new_tokens, task.generation.stop)
+
+    def answers(self, backend: Backend, requests: Sequence[GenerateRequest],
+                done: Collection[int]) -> Iterator[list[tuple[int, str]]]:
+        return backend.generate(requests, done)
+
+    def score(self, task: Task, row: RenderedRow, answer: str, continuation_prefix: str,
+              source: Mapping[str, Any]) -> dict[str, Any]:
+        assert row.references is not None
+        return {"response": answer, "references": list(row.references),
+                "metrics": generate_metrics(answer, row.references, task.metrics, source)}
+
+    def generation_spec(self, task: Task) -> dict[str, Any] | None:
+        return asdict(task.generation)
