@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 
 from harness.errors import HarnessError
 
@@ -67,17 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="apply the tokenizer's chat template (auto: when the model has one)")
     run.add_argument("--fewshot-single-turn", action="store_true",
                      help="under a chat template, put exemplars in one user turn instead of one turn each")
+    run.add_argument("--backend", default="hf",
+                     help="what runs the model: hf (transformers, the default) or scripted (a dry run that loads no "
+                          "model: empty generations, the shortest option chosen), or one a plugin registers")
     run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     run.add_argument("--batch-tokens", type=_positive_int, default=4096, help="padded tokens per batch")
     run.add_argument("--static-cache", action="store_true",
                      help="generate with transformers' static KV cache, compiled by torch.compile on CUDA (pays off "
                           "for long generations)")
+    run.add_argument("--on-overflow", choices=("truncate", "error"), default="truncate",
+                     help="a prompt longer than the model's context: cut it from the left as lm-eval does, warn and "
+                          "count it in the record (truncate, the default), or refuse the run (error)")
     run.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
     _add_data_options(run)
 
     tasks = commands.add_parser("tasks", help="list tasks by cluster, or show one task's prompts")
-    tasks.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
+    # Given before `show` or after it: the values of both places are joined (see tasks_command).
+    tasks.add_argument("--task-dir", dest="outer_task_dir", type=Path, action="append", default=[],
+                       help="extra folder of task files")
+    _add_data_options(tasks, dest_prefix="outer_")
     task_commands = tasks.add_subparsers(dest="tasks_command")
     show = task_commands.add_parser("show", help="render every template of a task on a real row")
     show.add_argument("name")
@@ -85,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--row", type=int, default=0, help="which evaluation row to render")
     show.add_argument("--seed", type=int, default=1234)
     show.add_argument("--chat-model", help="also render through this model's chat template")
+    show.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
     _add_data_options(show)
 
     tune = commands.add_parser("tune", help="instruction-tune a model on a FLAN-style mixture of the tasks")
@@ -167,19 +180,29 @@ def _task_folder(text: str) -> tuple[str, str]:
     return task, folder
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", action="append", default=[],
+def _add_data_options(parser: argparse.ArgumentParser, dest_prefix: str = "") -> None:
+    parser.add_argument("--data-dir", dest=f"{dest_prefix}data_dir", action="append", default=[],
                         help="folder with a sub-folder of local rows per task (named after the task or its "
                              "hub subset); used instead of the hub")
-    parser.add_argument("--data", type=_task_folder, action="append", default=[], metavar="TASK=FOLDER",
-                        help="one task's local rows (a file per split, or a single file)")
+    parser.add_argument("--data", dest=f"{dest_prefix}data", type=_task_folder, action="append", default=[],
+                        metavar="TASK=FOLDER", help="one task's local rows (a file per split, or a single file)")
+
+
+def _join_outer_options(args: argparse.Namespace) -> None:
+    """`harness tasks --data-dir D show T` and `harness tasks show T --data-dir D` mean the same."""
+    for name in ("task_dir", "data_dir", "data"):
+        outer = getattr(args, f"outer_{name}", None)
+        if outer is not None:
+            setattr(args, name, outer + getattr(args, name, []))
 
 
 def _configure_logging(verbose: bool) -> None:
     handler = RichHandler(console=error_console, show_time=False, show_path=False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], format="%(message)s")
+    # Their failures reach the user as the harness's own one-line error (which names the file), so
+    # their log lines would only be a second, less useful line.
     for noisy in ("transformers", "datasets", "httpx", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     # The CLI draws its own progress; the libraries' tqdm bars would interleave with it.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -188,9 +211,23 @@ def _configure_logging(verbose: bool) -> None:
     transformers_logging.disable_progress_bar()
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's kill, `timeout`) ends a command the way Ctrl-C does: finished work is
+    already on disk, and the user is told how to resume."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def _error(exc: BaseException) -> Text:
+    """The one error line, built as Text so brackets in the message are never read as rich markup."""
+    return Text.assemble(("error:", "bold red"), " ", str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _join_outer_options(args)
     _configure_logging(args.verbose)
+    _interrupt_on_sigterm()
     # The tokenizers library warns and disables threads after a fork unless told up front.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -202,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         if args.debug:
             raise
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_console.print(_error(exc), highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         saved = ("checkpoints are saved every --save-every steps; rerun with --resume to continue"

@@ -8,39 +8,59 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.analysis.scores import template_sensitivity
 from harness.chat import PLAIN, ChatFormat
 from harness.errors import HarnessError
 from harness.eval.config import RunConfig
 from harness.eval.plan import Planner, load_task_splits
+from harness.eval.record import RunRecord
 from harness.eval.run import run
+from harness.progress import StageProgress, status
 from harness.report.terminal import cluster_table, group_table, score_table, sensitivity_table, task_list_table
 from harness.tasks.registry import Registry
 
+# Names a user chooses (models, run ids, paths, clusters) reach rich markup only through `escape`
+# (or as plain text, markup=False): "[/x]" would raise MarkupError and "[b]" would vanish.
+
 
 def _builtin_models(console: Console) -> list[str]:
-    """The built-in base model and its tuned version, built on first use (a few CPU minutes)."""
+    """The built-in base model and its tuned version, built on first use (a few CPU minutes; over an
+    hour on a loaded 2-core machine, hence the progress lines off a terminal too)."""
     from harness.builtin.pretrained import builtin_pair
 
-    with _training_progress(console) as progress:
-        bar = progress.add_task("", total=None, loss="-", speed="-", visible=False)
+    with StageProgress(console, training=True) as progress:
 
         def stage(message: str, steps: int) -> None:
-            console.print(f"first use: {message} (cached afterwards)", highlight=False)
-            progress.update(bar, description=message.split(" ")[0], completed=0, total=steps, visible=True)
+            console.print(f"first use: {message} (cached afterwards)", markup=False, highlight=False)
+            progress.begin(message.split(" ")[0], steps)
 
-        def advance(p) -> None:
-            progress.update(bar, completed=p.step, loss=f"{p.loss:.4f}", speed=f"{p.tokens_per_s:.0f}")
+        return [str(path) for path in builtin_pair(stage=stage, on_progress=progress.training).values()]
 
-        return [str(path) for path in builtin_pair(stage=stage, on_progress=advance).values()]
+
+def _check_data_options(registry: Registry, data_dirs: list[str], data: list[tuple[str, str]]) -> None:
+    """Refuse, before any model loads, a --data-dir that is not a folder and a --data TASK=FOLDER of
+    an unknown task or a missing folder: passed over in silence, they ended in a hub error that
+    advised the very --data-dir given."""
+    for folder in data_dirs:
+        if not Path(folder).is_dir():
+            what = "is not a folder" if Path(folder).exists() else "no such folder"
+            raise HarnessError(f"--data-dir {folder}: {what}; give a folder holding a sub-folder of rows per task")
+    for task, folder in data:
+        if task not in registry.tasks:
+            raise HarnessError(f"--data {task}={folder}: unknown task {task!r} (`harness tasks` lists them)")
+        if not Path(folder).is_dir():
+            what = "is not a folder" if Path(folder).exists() else "no such folder"
+            raise HarnessError(f"--data {task}={folder}: {what}; give the folder holding the task's rows")
 
 
 def run_command(args: argparse.Namespace, console: Console) -> None:
-    from harness.engine import HFBackend
+    from harness.engine.registry import DEFAULT_BACKEND, get_backend
+
+    make_backend = get_backend(args.backend)  # an unknown name fails before any model is built or loaded
 
     registry = Registry(args.task_dir)
+    _check_data_options(registry, args.data_dir, args.data)
     config = RunConfig(
         tasks=args.tasks, shots=args.shots, templates=args.templates, limit=args.limit, seed=args.seed,
         chat=args.chat, fewshot_multiturn=not args.fewshot_single_turn,
@@ -48,6 +68,9 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
         data_folders=tuple((task, str(Path(folder).resolve())) for task, folder in args.data),
     )
     registry.select(config.tasks)  # fail on an unknown task before loading any model
+    if not args.model and args.backend != DEFAULT_BACKEND:
+        raise HarnessError(f"--backend {args.backend}: give --model (the built-in models are for the "
+                           f"{DEFAULT_BACKEND} backend)")
     models = args.model or _builtin_models(console)
     if args.run_id and len(models) > 1:
         raise HarnessError("--run-id names one run directory; give one --model with it")
@@ -59,28 +82,23 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
             refuse_seen_with_manifest(model if Path(model).is_dir() else None)
     records, directories = [], []
     for model in models:
-        with console.status(f"loading {model}"):
-            backend = HFBackend(model, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens,
-                                static_cache=args.static_cache)
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True) as progress:
-            bar = progress.add_task(Path(model).name or model, total=None)
-
-            def advance(phase: str, finished: int, total: int, bar=bar, progress=progress) -> None:
-                progress.update(bar, completed=finished, total=total)
-
+        with status(console, f"loading {model}"):
+            backend = make_backend(model, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens,
+                                   static_cache=args.static_cache, on_overflow=args.on_overflow)
+        with StageProgress(console, training=False) as progress:
+            name = Path(model).name or model
+            progress.begin(name, unit="samples", line_name=f"evaluating {name}")
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
-                                    overwrite=args.overwrite, progress=advance,
+                                    overwrite=args.overwrite, progress=progress.evaluation,
                                     seen=args.seen, reuse_complete=True)
         console.print(score_table(record))
         sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
         if sensitivity:
             console.print(sensitivity_table(sensitivity))
-        if any("group" in score for score in record["scores"]):
+        if any(score.group is not None for score in record.scores):
             console.print(group_table(record))
         _print_generalization(directory, record, config.seed, console)
-        console.print(f"run record: [bold]{directory}[/]")
+        console.print(f"run record: [bold]{escape(str(directory))}[/]")
         records.append(record)
         directories.append(directory)
     console.print(cluster_table(records))
@@ -95,7 +113,7 @@ def _print_tuned_against_base(directories: list[Path], seed: int, console: Conso
 
     runs = [load_run(directory) for directory in directories]
     for (record, samples), directory in zip(runs[1:], directories[1:], strict=True):
-        if any(score.get("seen_status") for score in record["scores"]):
+        if record.labelled:
             labels = (run_label(runs[0][0], directories[0].name), run_label(record, directory.name))
             try:
                 rows = compare_by_seen_status(runs[0], (record, samples), seed=seed, labels=labels)
@@ -105,19 +123,19 @@ def _print_tuned_against_base(directories: list[Path], seed: int, console: Conso
             console.print(generalization_table(rows, *labels, confidence=0.95))
 
 
-def _print_generalization(directory: Path, record: dict, seed: int, console: Console) -> None:
+def _print_generalization(directory: Path, record: RunRecord, seed: int, console: Console) -> None:
     """The seen/held-out and zero/few-shot tables, each only when the run has something to show in it."""
     from harness.analysis.scores import cluster_scores, generalization_gap, shots_curve
     from harness.eval.store import load_run
     from harness.report.terminal import gap_table, seen_cluster_table, shots_table
 
-    if any(score.get("seen_status") for score in record["scores"]):
+    if record.labelled:
         _, samples = load_run(directory)
         console.print(seen_cluster_table(cluster_scores(record, samples, seed=seed), confidence=0.95))
     gap = [row for row in generalization_gap(record) if row["gap"] is not None]
     if gap:
         console.print(gap_table(gap))
-    if len({score["shots"] for score in record["scores"]}) > 1:
+    if len(record.shot_counts) > 1:
         console.print(shots_table(shots_curve(record)))
 
 
@@ -153,14 +171,16 @@ def compare_command(args: argparse.Namespace, console: Console) -> None:
 
 def report_command(args: argparse.Namespace, console: Console) -> None:
     """`harness report RUN [RUN ...] --out DIR`: report.html (plots, tables) and report.md, key tables printed."""
-    from harness.report.html import CONFIDENCE, build_report, load_runs, load_sweep, write_html, write_markdown
+    from harness.report.grids import CONFIDENCE
+    from harness.report.html import build_report, write_html, write_markdown
+    from harness.report.inputs import load_runs, load_sweep
     from harness.report.terminal import comparison_table, gap_table, seen_cluster_table, sweep_table, text_table
 
     if args.out.exists() and not args.out.is_dir():
         raise HarnessError(f"--out {args.out}: is a file; give a folder for report.html and report.md")
     runs = load_runs(args.runs)
     sweep = load_sweep(args.sweep) if args.sweep else None
-    with console.status("computing intervals and drawing plots"):
+    with status(console, "computing intervals and drawing plots"):
         report = build_report(runs, sweep, seed=args.seed, title=args.title)
     grids = {grid.id: grid for grid in report.tables}
     console.print(text_table("runs", grids["table-runs"].columns, grids["table-runs"].rows, grids["table-runs"].right))
@@ -189,6 +209,7 @@ def tasks_command(args: argparse.Namespace, console: Console) -> None:
         console.print(task_list_table(registry.clusters()))
         return
     task = registry.get(args.name)
+    _check_data_options(registry, args.data_dir, args.data)
     formats = [PLAIN]
     if args.chat_model:  # only the tokenizer is loaded: rendering needs its chat template, not the weights
         formats.append(ChatFormat.from_pretrained(args.chat_model))
@@ -201,10 +222,16 @@ def tasks_command(args: argparse.Namespace, console: Console) -> None:
 def _show_prompts(task, shots: int, row: int, seed: int, chat_format: ChatFormat, console: Console,
                   data: dict) -> None:
     chat = chat_format is not PLAIN
-    config = RunConfig(tasks=task.name, shots=(shots,), limit=row + 1, seed=seed, chat="on" if chat else "off",
-                       **data)
+    # Only the rows up to the one shown are planned; a negative row loads the whole split to say how
+    # many rows there are.
+    config = RunConfig(tasks=task.name, shots=(shots,), limit=row + 1 if row >= 0 else None, seed=seed,
+                       chat="on" if chat else "off", **data)
     planner = Planner(config, chat_format)
     evaluation, pool = load_task_splits(task, config)
+    if not 0 <= row < len(evaluation.ids):  # cut at row + 1, the split is shorter only when it has no such row
+        rows = len(evaluation.ids)
+        raise HarnessError(f"--row {row}: split {evaluation.name!r} of task {task.name!r} has {rows} rows "
+                           f"(valid rows 0..{rows - 1})")
     samples = [s for s in planner.plan_task(task, evaluation, pool) if s.row_id == evaluation.ids[row]]
     layout = "chat" if chat else "plain"
     for sample in samples:
@@ -238,8 +265,8 @@ def templates_command(args: argparse.Namespace, console: Console) -> None:
                       highlight=False)
     for file_name, note in report.notes:
         console.print(f"[dim]note[/] {escape(file_name)}: {escape(note)}", highlight=False)
-    console.print(f"converted {len(report.written)} of {report.total} templates ({kind} task {args.task!r}) "
-                  f"into [bold]{escape(str(out))}[/]", highlight=False)
+    console.print(f"converted {len(report.written)} of {report.total} templates ({escape(kind)} task "
+                  f"{escape(repr(args.task))}) into [bold]{escape(str(out))}[/]", highlight=False)
 
 
 def _tune_configs(args: argparse.Namespace, registry: Registry):
@@ -252,6 +279,7 @@ def _tune_configs(args: argparse.Namespace, registry: Registry):
     if not held_out:
         raise HarnessError("--held-out needs at least one cluster name (see `harness tasks`)")
     expand_held_out(registry, held_out)  # an unknown cluster fails before any model loads
+    _check_data_options(registry, args.data_dir, args.data)
     mixture_config = MixtureConfig(
         held_out_clusters=held_out, tasks=args.tasks, examples_per_task_cap=args.cap, total_examples=args.total,
         fewshot_fraction=args.fewshot_fraction, max_shots=args.max_shots, seed=args.seed,
@@ -278,13 +306,6 @@ def training_processes():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _training_progress(console: Console) -> Progress:
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tokens/s"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=console, transient=True)
-
-
 def tune_command(args: argparse.Namespace, console: Console) -> None:
     """`harness tune`: mixture table, training with a progress bar, checkpoint + training_manifest.json."""
     from harness.tune.mixture import mixture_table
@@ -300,18 +321,14 @@ def tune_command(args: argparse.Namespace, console: Console) -> None:
         console = Console(quiet=True)
     state = prepare_output(args.out, args.base, args.resume)
     processes.wait_for_everyone()  # every process has read --out before any of them writes to it
-    with console.status("building the training mixture"):
+    with status(console, "building the training mixture"):
         mixture = prepare_mixture(registry, args.base, mixture_config, args.chat)
     console.print(mixture_table(mixture))
     if state.resume_from is not None:
         console.print(f"resuming from [bold]{escape(str(state.resume_from))}[/]", highlight=False)
-    with _training_progress(console) as progress:
-        bar = progress.add_task("training", total=args.steps, loss="-", speed="-")
-
-        def advance(p) -> None:
-            progress.update(bar, completed=p.step, total=p.steps, loss=f"{p.loss:.4f}", speed=f"{p.tokens_per_s:.0f}")
-
-        result = train_and_record(mixture, args.base, train_config, args.out, state, on_progress=advance)
+    with StageProgress(console, training=True) as progress:
+        progress.begin("training", args.steps)
+        result = train_and_record(mixture, args.base, train_config, args.out, state, on_progress=progress.training)
     if result.summary is None:
         console.print(f"[bold]{escape(str(args.out))}[/] already holds this finished tuning; nothing to do",
                       highlight=False)
@@ -325,7 +342,7 @@ def tune_command(args: argparse.Namespace, console: Console) -> None:
 
 def sweep_command(args: argparse.Namespace, registry: Registry, console: Console) -> None:
     """`harness tune --sweep clusters`: tune on 1..k clusters, evaluate each on the held-out ones."""
-    from harness.engine import HFBackend
+    from harness.engine.registry import DEFAULT_BACKEND, get_backend
     from harness.report.terminal import sweep_table
     from harness.tune.sweep import SWEEP_FILE, SweepCallbacks, plan_sweep, run_sweep
 
@@ -338,24 +355,16 @@ def sweep_command(args: argparse.Namespace, registry: Registry, console: Console
                             chat=args.chat, data_dirs=mixture_config.data_dirs,
                             data_folders=mixture_config.data_folders)
     console.print(f"sweep: held out {', '.join(plan.held_out)}; clusters added in the order "
-                  f"{', '.join(plan.order)}", highlight=False)
-    with _training_progress(console) as progress:
-        bar = progress.add_task("", total=None, loss="-", speed="-", visible=False)
+                  f"{', '.join(plan.order)}", markup=False, highlight=False)
+    with StageProgress(console, training=True) as progress:
 
         def stage(message: str) -> None:
-            console.print(message, highlight=False)
-            progress.update(bar, description=message.split(":")[0], completed=0, total=None, visible=False)
-
-        def training(p) -> None:
-            progress.update(bar, completed=p.step, total=p.steps, loss=f"{p.loss:.4f}",
-                            speed=f"{p.tokens_per_s:.0f}", visible=True)
-
-        def evaluation(phase: str, finished: int, total: int) -> None:
-            progress.update(bar, completed=finished, total=total, loss="-", speed="-", visible=True)
+            console.print(message, markup=False, highlight=False)
+            progress.begin(message.split(":")[0], visible=False)
 
         sweep = run_sweep(registry, args.base, plan, mixture_config, train_config, eval_config, args.out, args.chat,
-                          lambda model: HFBackend(model),
-                          SweepCallbacks(stage, training, evaluation))
+                          get_backend(DEFAULT_BACKEND),
+                          SweepCallbacks(stage, progress.training, progress.evaluation))
     console.print(sweep_table(sweep))
     base_run = escape(str(args.out / "runs" / "clusters-00"))
     console.print(f"sweep written to [bold]{escape(str(args.out / SWEEP_FILE))}[/]; draw it with "

@@ -11,6 +11,7 @@ directory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -43,14 +44,28 @@ RECORDED_PACKAGES = ("harness", "torch", "transformers", "tokenizers", "lm_eval"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
+    """Write via a temporary file and rename, so a reader never sees half a file; a write that fails
+    (a full disk, an interrupt) leaves the old file as it was and removes the temporary."""
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass  # the original error is the one to report
+        raise
+
+
+def is_disk_full(error: OSError) -> bool:
+    """Whether a failed write means there is no room left (a full disk, or an exhausted quota), which
+    the user fixes by freeing space rather than by changing the command."""
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 def environment_info(project_root: Path) -> dict[str, Any]:

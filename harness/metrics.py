@@ -7,33 +7,91 @@
 - rouge_l: the Super-NaturalInstructions scorer: rouge-score's ROUGE-L F-measure with the Porter
   stemmer on the raw strings, maximum over the references.
 Aggregates are means with a seeded bootstrap standard error.
+
+Metrics are found by name (a task file's `metrics:`) in a registry: `@register_metric` here for the
+built-in ones, in the benchmark module a metric belongs to for the others (`niv2`, `ifeval`), which
+the registry imports on the first lookup it cannot answer (see `harness.tasks.sources`).
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from harness.tasks.sources import NameRegistry
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
 BOOTSTRAP_RESAMPLES = 1000
 
+MetricValues = dict[str, float | list[float]]
+"""A metric's per-sample result: one or more named values. A list holds several judgements of one
+sample (IFEval's instruction-level checks); aggregation flattens lists, as lm-eval does."""
+
+GenerateMetric = Callable[[str, Sequence[str], Mapping[str, Any]], MetricValues]
+F = TypeVar("F", bound=Callable[..., MetricValues])
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: its function, the task kinds it scores, and its headline value."""
+
+    name: str
+    function: Callable[..., MetricValues]
+    kinds: tuple[str, ...]
+    headline: str
+
+
+_METRICS: NameRegistry[Metric] = NameRegistry("metric")
+
+
+def register_metric(name: str, kinds: Sequence[str] = ("generate",), headline: str | None = None) -> Callable[[F], F]:
+    """Register a per-sample metric under `name`, for tasks of the given kinds to declare in `metrics:`.
+
+    The function's arguments depend on the kind: generate metrics take (prediction, references, row),
+    choice metrics (logprobs, options, answer_index); both return MetricValues. `headline` is the
+    value a task whose first metric is this one is ranked by (default: the value named `name`).
+    """
+
+    def add(function: F) -> F:
+        _METRICS.add(name, Metric(name, function, tuple(kinds), headline or name), function)
+        return function
+
+    return add
+
+
+def metric_names(kind: str) -> tuple[str, ...]:
+    """The metrics tasks of `kind` may declare, in registration order (the built-in ones first)."""
+    return tuple(name for name, metric in _METRICS.entries().items() if kind in metric.kinds)
+
+
+@register_metric("acc", kinds=("choice",))
+def acc(logprobs: Sequence[float], options: Sequence[str], answer_index: int) -> MetricValues:
+    """1 when the option with the highest summed log-likelihood is the answer."""
+    return {"acc": float(int(np.argmax(np.asarray(logprobs, dtype=np.float64))) == answer_index)}
+
+
+@register_metric("acc_norm", kinds=("choice",))
+def acc_norm(logprobs: Sequence[float], options: Sequence[str], answer_index: int) -> MetricValues:
+    """1 when the option with the highest log-likelihood per character is the answer."""
+    lengths = np.asarray([float(len(o)) for o in options])
+    return {"acc_norm": float(int(np.argmax(np.asarray(logprobs, dtype=np.float64) / lengths)) == answer_index)}
+
 
 def choice_metrics(logprobs: Sequence[float], options: Sequence[str], answer_index: int) -> dict[str, float]:
-    """acc and acc_norm for one row, given each option's summed log-likelihood."""
-    raw = np.asarray(logprobs, dtype=np.float64)
-    lengths = np.asarray([float(len(o)) for o in options])
-    return {
-        "acc": float(int(np.argmax(raw)) == answer_index),
-        "acc_norm": float(int(np.argmax(raw / lengths)) == answer_index),
-    }
+    """Every choice metric (acc and acc_norm, and any a plugin adds) for one row, given each option's
+    summed log-likelihood."""
+    values: dict[str, Any] = {}
+    for name in metric_names("choice"):
+        values.update(_METRICS.get(name).function(logprobs, options, answer_index))
+    return values
 
 
 def normalize_answer(text: str) -> str:
@@ -75,40 +133,24 @@ def rouge_l(prediction: str, references: Sequence[str]) -> float:
     return max(scorer.score(target=r, prediction=prediction)["rougeL"].fmeasure for r in references)
 
 
-MetricValues = dict[str, float | list[float]]
-"""A metric's per-sample result: one or more named values. A list holds several judgements of one
-sample (IFEval's instruction-level checks); aggregation flattens lists, as lm-eval does."""
+def _one_value(name: str, score: Callable[[str, Sequence[str]], float]) -> GenerateMetric:
+    """A generate metric yielding the single value `name`, from a scorer of (prediction, references)."""
 
-GenerateMetric = Callable[[str, Sequence[str], Mapping[str, Any]], MetricValues]
+    def metric(prediction: str, references: Sequence[str], row: Mapping[str, Any]) -> MetricValues:
+        return {name: score(prediction, references)}
 
-CHOICE_METRICS = ("acc", "acc_norm")
-
-# Metric name -> function(prediction, references, row), or "module:function" for metrics whose
-# dependencies are heavy (imported only when a task uses them).
-GENERATE_METRICS: dict[str, GenerateMetric | str] = {
-    "exact_match": lambda prediction, references, row: {"exact_match": exact_match(prediction, references)},
-    "f1": lambda prediction, references, row: {"f1": f1(prediction, references)},
-    "rouge_l": lambda prediction, references, row: {"rouge_l": rouge_l(prediction, references)},
-    "niv2": "harness.benchmarks.niv2:niv2_metric",
-    "ifeval": "harness.benchmarks.ifeval:ifeval_metric",
-}
+    return metric
 
 
-# A declared metric that yields several values ranks a task by this one (its headline number).
-HEADLINE_VALUES = {"niv2": "niv2_rouge_l", "ifeval": "prompt_level_strict_acc"}
+register_metric("exact_match")(_one_value("exact_match", exact_match))
+register_metric("f1")(_one_value("f1", f1))
+register_metric("rouge_l")(_one_value("rouge_l", rouge_l))
 
 
 def headline_value(metric: str) -> str:
-    """The value a task declaring `metric` first is ranked by (see HEADLINE_VALUES)."""
-    return HEADLINE_VALUES.get(metric, metric)
-
-
-def resolve_metric(name: str) -> GenerateMetric:
-    entry = GENERATE_METRICS[name]
-    if isinstance(entry, str):
-        module, attribute = entry.split(":")
-        entry = getattr(importlib.import_module(module), attribute)
-    return entry
+    """The value a task declaring `metric` first is ranked by (the metric's registered headline)."""
+    registered = _METRICS.lookup(metric)
+    return registered.headline if registered else metric
 
 
 def generate_metrics(
@@ -116,7 +158,7 @@ def generate_metrics(
 ) -> MetricValues:
     values: MetricValues = {}
     for name in names:
-        values.update(resolve_metric(name)(prediction, references, row))
+        values.update(_METRICS.get(name).function(prediction, references, row))
     return values
 
 

@@ -4,6 +4,7 @@ against hand computations on stored records."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +12,18 @@ import pytest
 
 from harness.analysis.scores import cluster_scores, generalization_gap, shots_curve, task_scores, template_sensitivity
 from harness.eval.store import load_run
+from tests.test_record import make_record, make_sample, make_score
 
 
 def score(task, template, shots, acc, group=None):
-    entry = {"task": task, "cluster": "c", "template": template, "shots": shots,
-             "metrics": {"acc": {"mean": acc, "stderr": 0.0}, "acc_norm": {"mean": 1 - acc, "stderr": 0.0}}}
-    if group:
-        entry["group"] = group
-    return entry
+    return make_score(task, template, shots, {"acc": acc, "acc_norm": 1 - acc}, group=group)
 
 
-RECORD = {"scores": [
+RECORD = make_record([
     score("t", "a", 0, 0.2), score("t", "b", 0, 0.4), score("t", "c", 0, 0.6), score("t", "d", 0, 1.0),
     score("t", "a", 5, 0.5), score("t", "b", 5, 0.7),
     score("t", "a", 0, 0.9, group={"field": "category", "value": "x"}),  # per-group entries are not templates
-]}
+])
 
 
 def test_median_quartiles_range_and_extremes_per_task_and_shots():
@@ -42,7 +40,7 @@ def test_median_quartiles_range_and_extremes_per_task_and_shots():
 
 
 def test_all_templates_tied_name_no_best_or_worst():
-    (row,) = template_sensitivity({"scores": [score("t", "a", 0, 0.0), score("t", "b", 0, 0.0)]})
+    (row,) = template_sensitivity(make_record([score("t", "a", 0, 0.0), score("t", "b", 0, 0.0)]))
     assert row["best_template"] is None and row["worst_template"] is None and row["max"] == 0.0
 
 
@@ -66,10 +64,10 @@ def one(rows, **key):
 def test_stored_runs_scores_agree_with_their_samples():
     for name in ("base", "tuned", "base-copy", "edited"):
         record, samples = load_run(RUNS / name)
-        for score in record["scores"]:
-            values = [s["metrics"]["acc"] for s in samples if (s["task"], s["template"], s["template_hash"],
-                      s["shots"]) == (score["task"], score["template"], score["template_hash"], score["shots"])]
-            assert score["n"] == len(values) and score["metrics"]["acc"]["mean"] == pytest.approx(np.mean(values))
+        for score in record.scores:
+            values = [s.metrics["acc"] for s in samples if (s.task, s.template, s.template_hash,
+                      s.shots) == (score.task, score.template, score.template_hash, score.shots)]
+            assert score.n == len(values) and score.metrics["acc"].mean == pytest.approx(np.mean(values))
 
 
 def test_cluster_scores_by_label_against_a_hand_computation(tuned):
@@ -113,8 +111,8 @@ def test_a_cluster_averages_tasks_and_draws_each_tasks_rows():
 
 def test_a_task_whose_templates_differ_in_label_gets_one_row_per_label():
     record, samples = load_run(RUNS / "tuned")
-    record = {**record, "scores": [{**s, "seen_status": "held_out_template"} if (s["task"], s["template"]) ==
-                                   ("t1", "q") else s for s in record["scores"]]}
+    record = replace(record, scores=[replace(s, seen_status="held_out_template") if (s.task, s.template) ==
+                                     ("t1", "q") else s for s in record.scores])
     rows = [r for r in task_scores(record, samples, resamples=100) if r["task"] == "t1" and r["shots"] == 0]
     assert [(r["seen_status"], r["templates"], r["mean"]) for r in rows] == [
         ("seen", 1, pytest.approx(0.8)), ("held_out_template", 1, pytest.approx(0.6))]
@@ -123,13 +121,10 @@ def test_a_task_whose_templates_differ_in_label_gets_one_row_per_label():
 def test_list_values_are_weighted_by_judgement_as_the_record_is():
     # IFEval-like: sample 1 has 3 instructions (2 followed), sample 2 has 1 (followed): 3/4, not (2/3 + 1) / 2.
     samples = [
-        {"task": "x", "cluster": "k", "template": "t", "template_hash": "h", "shots": 0, "row_id": "0",
-         "metrics": {"inst": [1.0, 1.0, 0.0]}},
-        {"task": "x", "cluster": "k", "template": "t", "template_hash": "h", "shots": 0, "row_id": "1",
-         "metrics": {"inst": [1.0]}},
+        make_sample("x", "t", "h", 0, "0", {"inst": [1.0, 1.0, 0.0]}, cluster="k"),
+        make_sample("x", "t", "h", 0, "1", {"inst": [1.0]}, cluster="k"),
     ]
-    record = {"scores": [{"task": "x", "cluster": "k", "template": "t", "template_hash": "h", "shots": 0,
-                          "metrics": {"inst": {"mean": 0.75, "stderr": 0.0}}}]}
+    record = make_record([make_score("x", "t", 0, {"inst": 0.75}, cluster="k", template_hash="h")])
     (row,) = task_scores(record, samples, resamples=200)
     assert row["mean"] == pytest.approx(0.75) and row["samples"] == 2
     # Drawing row 1 twice gives 1.0, row 0 twice 2/3: the interval stays within those.
@@ -141,7 +136,7 @@ def test_constant_rows_give_a_degenerate_interval():
     (row,) = [r for r in task_scores(record, samples, resamples=200) if r["task"] == "t3" and r["shots"] == 0]
     # t3 0-shot: both templates right on r0, r1 only; draws vary, so the interval is not degenerate ...
     assert row["low"] < row["mean"] < row["high"]
-    all_right = [dict(s, metrics={"acc": 1.0, "acc_norm": 0.0}) for s in samples]
+    all_right = [replace(s, metrics={"acc": 1.0, "acc_norm": 0.0}) for s in samples]
     (row,) = [r for r in task_scores(record, all_right, resamples=200) if r["task"] == "t3" and r["shots"] == 0]
     # ... but when every row scores the same, every draw does too.
     assert (row["mean"], row["low"], row["high"]) == (1.0, 1.0, 1.0)
@@ -170,6 +165,6 @@ def test_generalization_gap_per_shot_count(tuned):
 
 def test_generalization_gap_without_labels_or_without_a_side():
     assert generalization_gap(load_run(RUNS / "base")[0]) == []
-    record = {"scores": [score("t", "a", 0, 0.5) | {"seen_status": "held_out_cluster"}]}
+    record = make_record([replace(score("t", "a", 0, 0.5), seen_status="held_out_cluster")])
     (row,) = generalization_gap(record)
     assert row["seen"] is None and row["held_out_cluster"] == 0.5 and row["gap"] is None

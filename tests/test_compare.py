@@ -11,8 +11,8 @@ wrong metric shows):
 
 from __future__ import annotations
 
-import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from harness.analysis.compare import compare_runs, run_label
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.eval.store import load_run
+from tests.test_record import make_record
 
 RUNS = Path(__file__).parent / "data" / "runs"
 
@@ -104,17 +105,16 @@ def test_runs_sharing_no_sample_are_refused_naming_both(runs):
 
 
 def test_a_task_ranked_by_different_metrics_is_refused(runs):
-    record, samples = copy.deepcopy(runs["tuned"])
-    for score in record["scores"]:
-        if score["task"] == "t2":
-            score["metrics"] = {"acc_norm": score["metrics"]["acc_norm"]}
+    record, samples = runs["tuned"]
+    record = replace(record, scores=[replace(s, metrics={"acc_norm": s.metrics["acc_norm"]}) if s.task == "t2" else s
+                                     for s in record.scores])
     with pytest.raises(HarnessError, match="task 't2' is ranked by 'acc' in base .* and by 'acc_norm' in tuned"):
         compare_runs(runs["base"], (record, samples))
 
 
 def test_a_sample_missing_a_field_is_refused(runs):
-    record, samples = copy.deepcopy(runs["tuned"])
-    del samples[7]["template_hash"]
+    record, samples = runs["tuned"][0], list(runs["tuned"][1])
+    samples[7] = {k: v for k, v in samples[7].to_json().items() if k != "template_hash"}  # as read from a file
     with pytest.raises(HarnessError, match=r"tuned \(tuned-llama\): sample 7 of samples.jsonl lacks field "
                                            "'template_hash'"):
         compare_runs(runs["base"], (record, samples))
@@ -134,7 +134,7 @@ def test_run_label_uses_the_folder_name_and_the_model_short_name(runs):
     record = runs["tuned"][0]
     assert run_label(record) == "tuned (tuned-llama)"
     assert run_label(record, "elsewhere/tuned") == "elsewhere/tuned (tuned-llama)"
-    assert run_label({"run_id": "r"}) == "r"
+    assert run_label(make_record([], run_id="r")) == "r"
 
 
 def error_line(capsys) -> str:

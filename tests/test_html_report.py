@@ -16,6 +16,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +28,9 @@ from harness.analysis.compare import compare_runs
 from harness.analysis.scores import cluster_scores
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.report.html import (
-    build_report,
-    check_sweep,
-    interval,
-    load_runs,
-    load_sweep,
-    pct,
-    render_html,
-    render_markdown,
-    signed,
-)
+from harness.report.figures import interval, pct, signed
+from harness.report.html import build_report, render_html, render_markdown
+from harness.report.inputs import check_sweep, load_runs, load_sweep
 from harness.seen import TaskRecord, TemplateRecord, TrainingManifest
 from harness.tasks.registry import Registry
 from harness.tune.manifest import write_manifest
@@ -233,9 +226,8 @@ def test_cli_prints_the_key_tables(runs, tmp_path, capsys):
 def test_plots_that_do_not_apply_are_left_out_with_a_reason(runs):
     """One run at one shot count: no shots curve, no scatter, no comparison; no sweep given."""
     (record, samples), _ = load_run_pair(runs)
-    record = copy.deepcopy(record)
-    record["scores"] = [s for s in record["scores"] if s["shots"] == 0]
-    report = build_report([("only", record, [s for s in samples if s["shots"] == 0])], None)
+    record = replace(record, scores=[s for s in record.scores if s.shots == 0])
+    report = build_report([("only", record, [s for s in samples if s.shots == 0])], None)
     assert [plot.id for plot in report.plots] == ["plot-clusters", "plot-templates"]
     omitted = dict(report.omitted)
     assert omitted["plot-shots"] == "one shot count (0-shot): no shots curve"
@@ -249,12 +241,10 @@ def test_plots_that_do_not_apply_are_left_out_with_a_reason(runs):
 
 def test_runs_sharing_no_samples_get_a_note_not_a_comparison(runs):
     (base_record, base_samples), (tuned_record, tuned_samples) = load_run_pair(runs)
-    tuned_record = copy.deepcopy(tuned_record)
-    tuned_record["scores"] = [s for s in tuned_record["scores"] if s["task"] == "parity"]
-    base_record = copy.deepcopy(base_record)
-    base_record["scores"] = [s for s in base_record["scores"] if s["task"] != "parity"]
-    report = build_report([("a", base_record, [s for s in base_samples if s["task"] != "parity"]),
-                           ("b", tuned_record, [s for s in tuned_samples if s["task"] == "parity"])], None)
+    tuned_record = replace(tuned_record, scores=[s for s in tuned_record.scores if s.task == "parity"])
+    base_record = replace(base_record, scores=[s for s in base_record.scores if s.task != "parity"])
+    report = build_report([("a", base_record, [s for s in base_samples if s.task != "parity"]),
+                           ("b", tuned_record, [s for s in tuned_samples if s.task == "parity"])], None)
     assert not any(grid.id.startswith("table-compare") for grid in report.tables)
     assert "share no samples" in dict(report.omitted)["comparison base vs tuned"]
     assert "plot-scatter" in [plot.id for plot in report.plots]
@@ -263,14 +253,10 @@ def test_runs_sharing_no_samples_get_a_note_not_a_comparison(runs):
 def test_significant_deltas_are_marked(runs):
     """A run that answers every sample right beats the base beyond noise: starred and shaded green."""
     (record, samples), _ = load_run_pair(runs)
-    perfect_record = copy.deepcopy(record)
-    perfect_record["run_id"] = "perfect"
-    for score in perfect_record["scores"]:
-        for metric in score["metrics"].values():
-            metric["mean"] = 1.0
-    perfect_samples = copy.deepcopy(samples)
-    for sample in perfect_samples:
-        sample["metrics"] = {name: 1.0 for name in sample["metrics"]}
+    perfect_record = replace(record, run_id="perfect", scores=[
+        replace(score, metrics={name: replace(metric, mean=1.0) for name, metric in score.metrics.items()})
+        for score in record.scores])
+    perfect_samples = [replace(sample, metrics={name: 1.0 for name in sample.metrics}) for sample in samples]
     report = build_report([("base", record, samples), ("perfect", perfect_record, perfect_samples)], None)
     page = render_html(report)
     overall = _cells(page, "table-compare-1")[0]

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ import pytest
 
 from harness.benchmarks.ifeval import fixed_random_draws, ifeval_metric, lm_eval_ifeval
 from harness.chat import PLAIN
+from harness.engine.base import GenerateRequest
+from harness.engine.scripted import ScriptedBackend
 from harness.errors import HarnessError
 from harness.eval.config import RunConfig
 from harness.eval.plan import Planner, load_task_splits
@@ -207,37 +208,15 @@ def test_every_prompt_matches_lm_eval_per_prompt_and_instruction():
     assert not mismatches, f"{len(mismatches)} responses scored differently, first: {mismatches[:3]}"
 
 
-class ScriptedBackend:
-    """Stands in for a model: answers each prompt with a fixed function of the prompt."""
-
-    chat_format = PLAIN
-    batch_tokens = None
-
-    def __init__(self, respond) -> None:
-        self.respond = respond
-        self.requests: list[Any] = []
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": "scripted-ifeval-responder"}
-
-    def score(self, requests: Sequence[Any], done: Collection[int] = ()) -> Iterator[list[Any]]:
-        assert not requests, "IFEval is a generate task: nothing to score"
-        yield from ()
-
-    def generate(self, requests: Sequence[Any], done: Collection[int] = ()) -> Iterator[list[tuple[int, str]]]:
-        self.requests = list(requests)
-        yield [(i, self.respond(i, r.context)) for i, r in enumerate(requests) if i not in done]
-
-
 @needs_shared
 def test_run_record_aggregates_like_lm_eval(tmp_path):
     """A whole run over the 541 prompts: per-sample values and the four scores equal lm-eval's."""
     rows = raw_rows()
 
-    def respond(index: int, prompt: str) -> str:
-        return synthetic_responses(prompt)[index % 4]
+    def respond(index: int, request: GenerateRequest) -> str:
+        return synthetic_responses(request.context)[index % 4]
 
-    backend = ScriptedBackend(respond)
+    backend = ScriptedBackend("scripted-ifeval-responder", generate=respond)
     config = RunConfig(tasks="ifeval", data_folders=(("ifeval", str(IFEVAL_DIR)),))
     directory, record = run(config, backend, ifeval_registry(), tmp_path, run_id="scripted")
     assert all(r.max_new_tokens == 1280 and r.stop == () for r in backend.requests)
@@ -260,10 +239,10 @@ def test_run_record_aggregates_like_lm_eval(tmp_path):
         "inst_level_strict_acc": utils.agg_inst_level_acc(expected["inst_level_strict_acc"]),
         "inst_level_loose_acc": utils.agg_inst_level_acc(expected["inst_level_loose_acc"]),
     }
-    (score,) = record["scores"]
-    assert score["task"] == "ifeval" and score["template"] == "prompt" and score["n"] == 541
+    (score,) = record.scores
+    assert score.task == "ifeval" and score.template == "prompt" and score.n == 541
     for name, value in lm_eval_scores.items():
-        assert score["metrics"][name]["mean"] == pytest.approx(value, abs=1e-12), name
+        assert score.metrics[name].mean == pytest.approx(value, abs=1e-12), name
     # The scripted responses follow some instructions and miss others, so the check is not vacuous.
     assert 0 < lm_eval_scores["inst_level_loose_acc"] < 1
 

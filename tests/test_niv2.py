@@ -21,6 +21,8 @@ from nltk.stem import porter
 
 from harness.benchmarks.niv2 import load_rows, niv2_metric
 from harness.chat import PLAIN
+from harness.engine.base import GenerateRequest
+from harness.engine.scripted import ScriptedBackend
 from harness.errors import HarnessError
 from harness.eval.config import RunConfig
 from harness.eval.plan import Planner, load_task_splits
@@ -421,44 +423,32 @@ def test_run_scores_per_category_equal_the_official_computation(niv2_task, tmp_p
     by_input = {r["input"].strip(): (i, r) for i, r in enumerate(rows)}
     assert len(by_input) == len(rows)
 
-    class FixedBackend:
-        chat_format = PLAIN
-        batch_tokens = None
-
-        def describe(self) -> dict[str, Any]:
-            return {"model": "fixed-predictions"}
-
-        def score(self, requests, done=()):
-            return iter(())
-
-        def generate(self, requests, done=()):
-            marker = "Now complete the following example -\nInput: "
-            answers = []
-            for index, request in enumerate(requests):
-                text = request.context.rsplit(marker, 1)[1].rsplit("\nOutput:", 1)[0]
-                position, row = next(by_input[k] for k in (text.strip(), text.strip()[:-1]) if k in by_input)
-                answers.append((index, fixed_prediction(row, position)))
-            yield answers
+    def predict(index: int, request: GenerateRequest) -> str:
+        marker = "Now complete the following example -\nInput: "
+        text = request.context.rsplit(marker, 1)[1].rsplit("\nOutput:", 1)[0]
+        position, row = next(by_input[k] for k in (text.strip(), text.strip()[:-1]) if k in by_input)
+        return fixed_prediction(row, position)
 
     class OneTask:
         def select(self, spec: str) -> list[Task]:
             return [niv2_task]
 
     config = RunConfig(tasks="niv2", templates="def_pos2", limit=40, data_folders=(("niv2", str(NIV2)),))
-    _, record = run_harness(config, FixedBackend(), OneTask(), tmp_path, run_id="r")
+    _, record = run_harness(config, ScriptedBackend("fixed-predictions", generate=predict), OneTask(), tmp_path,
+                            run_id="r")
     predictions = [fixed_prediction(r, i) for i, r in enumerate(rows)]
     groups = {("", ""): list(range(len(rows)))}
     for i, row in enumerate(rows):
         for field in ("category", "task_name"):
             groups.setdefault((field, row[field]), []).append(i)
-    scores = {(s["group"]["field"], s["group"]["value"]) if "group" in s else ("", ""): s for s in record["scores"]}
+    scores = {(s.group.field, s.group.value) if s.group else ("", ""): s for s in record.scores}
     assert set(scores) == set(groups) and len(groups) == 1 + 8 + 8
     for key, members in groups.items():
         official = official_scores([predictions[i] for i in members], [rows[i]["references"] for i in members])
-        assert scores[key]["n"] == len(members)
+        assert scores[key].n == len(members)
         for name, value in official.items():
-            assert 100 * scores[key]["metrics"][name]["mean"] == pytest.approx(value, abs=1e-9), (key, name)
-    assert 0 < scores[("", "")]["metrics"]["niv2_exact_match"]["mean"] < 1
+            assert 100 * scores[key].metrics[name].mean == pytest.approx(value, abs=1e-9), (key, name)
+    assert 0 < scores[("", "")].metrics["niv2_exact_match"].mean < 1
 
 
 # -- end to end ---------------------------------------------------------------------------------------
@@ -467,7 +457,7 @@ def test_run_scores_per_category_equal_the_official_computation(niv2_task, tmp_p
 @needs_shared
 def test_end_to_end_run_with_tiny_model(tiny_models, tmp_path):
     from harness.cli import main
-    from harness.eval.record import primary_metric
+    from harness.eval.record import RunRecord
 
     code = main(["run", "--model", str(tiny_models["tiny-llama"]), "--tasks", "niv2", "--data", f"niv2={NIV2}",
                  "--limit", "16", "--out", str(tmp_path), "--run-id", "r"])
@@ -477,10 +467,10 @@ def test_end_to_end_run_with_tiny_model(tiny_models, tmp_path):
     grouped = [s for s in record["scores"] if "group" in s]
     categories = {s["group"]["value"] for s in grouped if s["group"]["field"] == "category"}
     assert categories == set(SHARED_TASKS.values())  # interleaving: 16 rows cover all 8 tasks
-    for score in record["scores"]:
+    for score, entry in zip(record["scores"], RunRecord.from_json(record).scores, strict=True):
         assert set(score["metrics"]) == {"niv2_exact_match", "niv2_rouge_l"}
         # Ranked by ROUGE-L, NIv2's headline metric, also once run.json has sorted the metric keys.
-        assert primary_metric(score) == "niv2_rouge_l"
+        assert entry.primary == "niv2_rouge_l"
         assert all(0.0 <= m["mean"] <= 1.0 for m in score["metrics"].values())
     per_template = [s for s in record["scores"] if "group" not in s]
     assert sorted(s["template"] for s in per_template) == sorted(ENCODINGS)

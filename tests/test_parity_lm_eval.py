@@ -81,7 +81,7 @@ def harness_samples(backend: HFBackend, registry: Registry, out: Path, **config:
     run_dir, record = run(RunConfig(seed=SEED, **config), backend, registry, out=out)
     with (run_dir / "samples.jsonl").open(encoding="utf-8") as handle:
         samples = [json.loads(line) for line in handle]
-    assert len(samples) == record["counts"]["samples"] > 0
+    assert len(samples) == record.counts["samples"] > 0
     return sorted(samples, key=lambda s: (s["template"], s["shots"], int(s["row_id"])))
 
 

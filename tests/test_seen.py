@@ -9,8 +9,10 @@ import pytest
 
 from harness.analysis.scores import generalization_gap
 from harness.cli import main
+from harness.engine.scripted import ScriptedBackend
 from harness.errors import HarnessError
 from harness.eval.config import RunConfig
+from harness.eval.record import RunRecord
 from harness.eval.run import run
 from harness.seen import DeclaredSeen, declare_seen
 from harness.tasks.registry import Registry
@@ -41,21 +43,16 @@ def test_an_unknown_seen_name_says_which_option():
         declare_seen(Registry(), "parity,nope")
 
 
-class FolderOnly:
+def folder_only(folder: Path) -> ScriptedBackend:
     """A backend that is only a model folder: run() must refuse before it asks for anything more."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def describe(self) -> dict:
-        return {"model": str(self.folder), "local_path": str(self.folder)}
+    return ScriptedBackend(str(folder), local_path=str(folder))
 
 
 def test_seen_with_a_training_manifest_is_refused(tmp_path, capsys):
     write_manifest(tmp_path / "ckpt", hand_made())
     with pytest.raises(HarnessError, match="training_manifest.json, which already labels seen and held-out tasks; "
                                            "drop --seen"):
-        run(RunConfig(tasks="parity"), FolderOnly(tmp_path / "ckpt"), Registry(), tmp_path / "out", seen="parity")
+        run(RunConfig(tasks="parity"), folder_only(tmp_path / "ckpt"), Registry(), tmp_path / "out", seen="parity")
     # The command refuses before loading the model (this folder has no weights to load).
     assert main(["run", "--model", str(tmp_path / "ckpt"), "--tasks", "parity", "--seen", "parity",
                  "--out", str(tmp_path / "out")]) == 2
@@ -77,7 +74,7 @@ def test_run_with_seen_labels_scores_and_prints_the_generalization_tables(tiny_m
     assert len(record["scores"]) == 3 * 2 * 2
     assert all(s["seen_status"] == expected[s["task"]] for s in record["scores"])
     assert "per-cluster score by seen/held-out" in out and "generalization gap" in out and "zero- vs few-shot" in out
-    zero_shot = generalization_gap(record)[0]
+    zero_shot = generalization_gap(RunRecord.from_json(record))[0]
     assert zero_shot["held_out_template"] is None  # --seen names tasks, never wordings
     assert f"{100 * zero_shot['gap']:+.1f} │" in out
     # --seen enters the spec: the same command without it is another run, not a resume of this one.

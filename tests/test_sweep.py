@@ -48,8 +48,8 @@ def test_sweep_tunes_one_checkpoint_per_added_cluster_and_scores_each_on_the_hel
     keys = []
     for point in points:
         record, samples = load_run(Path(point["run"]))
-        assert {s["task"] for s in samples} == {"compare_length", "compare_numbers"}
-        keys.append(sorted((s["task"], s["template"], s["shots"], s["row_id"]) for s in samples))
+        assert {s.task for s in samples} == {"compare_length", "compare_numbers"}
+        keys.append(sorted((s.task, s.template, s.shots, s.row_id) for s in samples))
         assert {k: point[k] for k in ("metric", "mean", "low", "high")} == {
             k: v for k, v in overall_score(record, samples, seed=EVAL_SEED).items()
             if k in ("metric", "mean", "low", "high")}

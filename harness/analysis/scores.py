@@ -6,37 +6,43 @@ number per task hides that a model can swing by tens of points between two wordi
 instruction. `template_sensitivity` computes that spread from a run record's per-template scores.
 The other functions turn a run's samples into the numbers FLAN and T0 report: per-cluster and
 per-task scores with bootstrap intervals split by seen / held-out label, zero- against k-shot, and
-the seen minus held-out gap. All take what `harness.results.load_run` returns and give plain,
-JSON-ready dicts.
+the seen minus held-out gap. All take what `harness.eval.store.load_run` returns (a typed record
+and its samples) and give plain, JSON-ready dicts.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.eval.record import primary_metric, ungrouped
+from harness.eval.json_fields import RecordError
+from harness.eval.record import RunRecord, Sample, ScoreEntry
 from harness.metrics import flatten
 
 
-def template_sensitivity(record: dict[str, Any]) -> list[dict[str, Any]]:
+def _by_task(record: RunRecord) -> dict[tuple[str, int], list[ScoreEntry]]:
+    """The record's (task, template, shots) scores per (task, shots)."""
+    by_task: dict[tuple[str, int], list[ScoreEntry]] = defaultdict(list)
+    for score in record.ungrouped():
+        by_task[(score.task, score.shots)].append(score)
+    return by_task
+
+
+def template_sensitivity(record: RunRecord) -> list[dict[str, Any]]:
     """Per (task, shots): the primary metric's median, quartiles, range, best and worst template."""
-    by_task: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for score in ungrouped(record):
-        by_task[(score["task"], score["shots"])].append(score)
     rows = []
-    for (task, shots), scores in sorted(by_task.items()):
-        metric = primary_metric(scores[0])
-        means = {s["template"]: s["metrics"][metric]["mean"] for s in scores}
+    for (task, shots), scores in sorted(_by_task(record).items()):
+        metric = scores[0].primary
+        means = {s.template: s.metrics[metric].mean for s in scores}
         values = np.asarray(list(means.values()))
         q1, median, q3 = np.percentile(values, [25, 50, 75])
         rows.append({
-            "task": task, "cluster": scores[0]["cluster"], "shots": shots, "metric": metric,
+            "task": task, "cluster": scores[0].cluster, "shots": shots, "metric": metric,
             "templates": len(values), "median": float(median), "q1": float(q1), "q3": float(q3),
             "min": float(values.min()), "max": float(values.max()),
             # No best or worst when every template scores the same (a tie names nothing).
@@ -55,17 +61,22 @@ def template_sensitivity(record: dict[str, Any]) -> list[dict[str, Any]]:
 # uncertainty.
 
 LABEL_ORDER = ("seen", "held_out_template", "held_out_task", "held_out_cluster")
-SAMPLE_FIELDS = ("task", "cluster", "template", "template_hash", "shots", "row_id", "metrics")
+Samples = Sequence[Sample | Mapping[str, Any]]
+"""A run's samples: typed, or in their JSON form (samples.jsonl's lines), which `check_samples` reads."""
 _WEIGHT_CELLS = 2_000_000  # bootstrap weights drawn at a time (resamples x rows), bounding memory
 
 
-def check_samples(label: str, samples: list[dict[str, Any]]) -> None:
-    """Refuse samples lacking what scores are keyed and computed by, naming the run and the line."""
+def check_samples(label: str, samples: Samples) -> list[Sample]:
+    """The samples, typed: a sample given in its JSON form (a line of samples.jsonl, as a caller may
+    hold it) is read here, and one that is malformed is refused naming the run and the line."""
+    checked = []
     for position, sample in enumerate(samples):
-        missing = [f for f in SAMPLE_FIELDS if f not in sample] if isinstance(sample, dict) else ["task"]
-        if missing:
-            raise HarnessError(f"{label}: sample {position} of samples.jsonl lacks field {missing[0]!r}; "
-                               "it was not written by `harness run`")
+        try:
+            checked.append(sample if isinstance(sample, Sample) else Sample.from_json(sample))
+        except RecordError as exc:
+            raise HarnessError(f"{label}: sample {position} of samples.jsonl {exc}; "
+                               "it was not written by `harness run`") from None
+    return checked
 
 
 def check_bootstrap(seed: int, resamples: int, confidence: float) -> None:
@@ -122,17 +133,17 @@ def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[floa
     return clean(low), clean(high)
 
 
-def task_metrics(record: dict[str, Any]) -> dict[str, str]:
+def task_metrics(record: RunRecord) -> dict[str, str]:
     """Each task's primary metric, as the record's scores rank it."""
     metrics: dict[str, str] = {}
-    for score in ungrouped(record):
-        metrics.setdefault(score["task"], primary_metric(score))
+    for score in record.ungrouped():
+        metrics.setdefault(score.task, score.primary)
     return metrics
 
 
-def _labels(record: dict[str, Any]) -> dict[tuple[str, str, str, int], str | None]:
-    return {(s["task"], s["template"], s.get("template_hash", ""), s["shots"]): s.get("seen_status")
-            for s in ungrouped(record)}
+def seen_labels(record: RunRecord) -> dict[tuple[str, str, str, int], str | None]:
+    """(task, template, template hash, shots) -> the record's seen_status for it (None: unlabelled)."""
+    return {(s.task, s.template, s.template_hash, s.shots): s.seen_status for s in record.ungrouped()}
 
 
 def metric_label(names: Iterable[str]) -> str:
@@ -149,14 +160,14 @@ class _TaskCells:
         self.templates: dict[tuple[str, str], int] = {}
         self.entries: list[tuple[str, int, float, int]] = []
 
-    def add(self, sample: dict[str, Any]) -> None:
-        if self.metric not in sample["metrics"]:
-            raise HarnessError(f"sample {sample.get('key', sample['row_id'])!r} has no value for metric "
+    def add(self, sample: Sample) -> None:
+        if self.metric not in sample.metrics:
+            raise HarnessError(f"sample {sample.key!r} has no value for metric "
                                f"{self.metric!r}, which its run's scores rank task {self.task!r} by; "
                                "the samples and run.json come from different runs")
-        self.rows.add(str(sample["row_id"]))
-        template = self.templates.setdefault((sample["template"], sample["template_hash"]), len(self.templates))
-        self.entries.append((str(sample["row_id"]), template, *value_sum_count(sample["metrics"][self.metric])))
+        self.rows.add(sample.row_id)
+        template = self.templates.setdefault((sample.template, sample.template_hash), len(self.templates))
+        self.entries.append((sample.row_id, template, *value_sum_count(sample.metrics[self.metric])))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows in sorted id order, so the bootstrap draws do not depend on the order of samples.jsonl."""
@@ -177,29 +188,29 @@ class _TaskCells:
         return clean(np.mean(cell_means(sums, counts))), replicates.mean(axis=1)
 
 
-def _task_cells(record: dict[str, Any], samples: list[dict[str, Any]],
+def _task_cells(record: RunRecord, samples: Samples,
                 ) -> dict[tuple[str, int, str | None], _TaskCells]:
-    check_samples(str(record.get("run_id", "run")), samples)
-    metrics, labels = task_metrics(record), _labels(record)
+    metrics, labels = task_metrics(record), seen_labels(record)
     cells: dict[tuple[str, int, str | None], _TaskCells] = {}
-    for sample in samples:
-        task = sample["task"]
+    for sample in check_samples(record.run_id, samples):
+        task = sample.task
         if task not in metrics:
             raise HarnessError(f"task {task!r} has samples but no score in the run record; "
                                "the samples and run.json come from different runs")
-        label = labels.get((task, sample["template"], sample["template_hash"], sample["shots"]))
-        key = (task, sample["shots"], label)
+        label = labels.get((task, sample.template, sample.template_hash, sample.shots))
+        key = (task, sample.shots, label)
         if key not in cells:
-            cells[key] = _TaskCells(task, sample["cluster"], metrics[task])
+            cells[key] = _TaskCells(task, sample.cluster, metrics[task])
         cells[key].add(sample)
     return cells
 
 
-def _label_order(label: str | None) -> int:
+def label_order(label: str | None) -> int:
+    """Where a seen_status sorts: seen first, then the held-out labels, unlabelled last."""
     return LABEL_ORDER.index(label) if label in LABEL_ORDER else len(LABEL_ORDER)
 
 
-def task_scores(record: dict[str, Any], samples: list[dict[str, Any]], *, seed: int = 0, resamples: int = 1000,
+def task_scores(record: RunRecord, samples: Samples, *, seed: int = 0, resamples: int = 1000,
                 confidence: float = 0.95) -> list[dict[str, Any]]:
     """Per (task, shots, seen_status): the primary metric's mean over templates with a bootstrap interval.
 
@@ -215,10 +226,10 @@ def task_scores(record: dict[str, Any], samples: list[dict[str, Any]], *, seed: 
             "task": task, "cluster": cells.cluster, "shots": shots, "seen_status": label, "metric": cells.metric,
             "mean": mean, "low": low, "high": high, "templates": len(cells.templates), "samples": len(cells.entries),
         })
-    return sorted(rows, key=lambda r: (r["cluster"], r["task"], r["shots"], _label_order(r["seen_status"])))
+    return sorted(rows, key=lambda r: (r["cluster"], r["task"], r["shots"], label_order(r["seen_status"])))
 
 
-def cluster_scores(record: dict[str, Any], samples: list[dict[str, Any]], *, seed: int = 0,
+def cluster_scores(record: RunRecord, samples: Samples, *, seed: int = 0,
                    resamples: int = 1000, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Per (cluster, shots, seen_status): the mean over the cluster's tasks, each a mean over templates.
 
@@ -238,28 +249,27 @@ def cluster_scores(record: dict[str, Any], samples: list[dict[str, Any]], *, see
             "mean": clean(np.mean([m for _, m, _ in members])), "low": low, "high": high,
             "tasks": len(members), "samples": sum(len(c.entries) for c, _, _ in members),
         })
-    return sorted(rows, key=lambda r: (r["cluster"], r["shots"], _label_order(r["seen_status"])))
+    return sorted(rows, key=lambda r: (r["cluster"], r["shots"], label_order(r["seen_status"])))
 
 
-def _task_means(record: dict[str, Any]) -> dict[tuple[str, int], tuple[str, str, float]]:
+def _task_means(record: RunRecord) -> dict[tuple[str, int], tuple[str, str, float]]:
     """(task, shots) -> (cluster, metric, mean over the task's templates), from the record's scores."""
-    by_task: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for score in ungrouped(record):
-        by_task[(score["task"], score["shots"])].append(score)
     means = {}
-    for key, scores in by_task.items():
-        metric = primary_metric(scores[0])
-        means[key] = (scores[0]["cluster"], metric, clean(np.mean([s["metrics"][metric]["mean"] for s in scores])))
+    for key, scores in _by_task(record).items():
+        metric = scores[0].primary
+        means[key] = (scores[0].cluster, metric, clean(np.mean([s.metrics[metric].mean for s in scores])))
     return means
 
 
-def shots_curve(record: dict[str, Any]) -> list[dict[str, Any]]:
+def shots_curve(record: RunRecord, tasks: Collection[str] | None = None) -> list[dict[str, Any]]:
     """Per task and shot count: the mean over templates; rows with task "(all)" average the tasks.
 
     Zero-shot against k-shot is how FLAN shows that exemplars matter less after tuning; the "(all)"
     rows give the one curve per run, each task weighing the same whatever its template count.
+    `tasks` keeps only those tasks, so that runs of different task sets can be drawn on one axis
+    over the tasks they share.
     """
-    means = _task_means(record)
+    means = {key: value for key, value in _task_means(record).items() if tasks is None or key[0] in tasks}
     rows = [{"task": task, "cluster": cluster, "metric": metric, "shots": shots, "mean": mean}
             for (task, shots), (cluster, metric, mean) in means.items()]
     rows.sort(key=lambda r: (r["cluster"], r["task"], r["shots"]))
@@ -270,7 +280,7 @@ def shots_curve(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def generalization_gap(record: dict[str, Any]) -> list[dict[str, Any]]:
+def generalization_gap(record: RunRecord) -> list[dict[str, Any]]:
     """Per shot count: the mean primary metric of the (task, template) scores under each label, and
     the gap between seen and held-out.
 
@@ -278,13 +288,13 @@ def generalization_gap(record: dict[str, Any]) -> list[dict[str, Any]]:
     three kinds of held-out-ness measure different things, and pooling their scores would let
     whichever has the most templates decide the number. Empty when the record has no labels.
     """
-    labelled = [s for s in ungrouped(record) if s.get("seen_status")]
+    labelled = [s for s in record.ungrouped() if s.seen_status is not None]
     rows = []
-    for shots in sorted({s["shots"] for s in labelled}):
+    for shots in sorted({s.shots for s in labelled}):
         by_label: dict[str, list[float]] = defaultdict(list)
         for score in labelled:
-            if score["shots"] == shots:
-                by_label[score["seen_status"]].append(score["metrics"][primary_metric(score)]["mean"])
+            if score.shots == shots:
+                by_label[score.seen_status].append(score.metrics[score.primary].mean)
         row: dict[str, Any] = {"shots": shots}
         for label in LABEL_ORDER:
             row[label] = clean(np.mean(by_label[label])) if by_label.get(label) else None
@@ -294,7 +304,7 @@ def generalization_gap(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def overall_score(record: dict[str, Any], samples: list[dict[str, Any]], *, seed: int = 0, resamples: int = 1000,
+def overall_score(record: RunRecord, samples: Samples, *, seed: int = 0, resamples: int = 1000,
                   confidence: float = 0.95) -> dict[str, Any]:
     """The run in one number: the mean over clusters of each cluster's mean over its (task, shots,
     label) scores, with a bootstrap interval drawn as in `cluster_scores`.
@@ -307,7 +317,7 @@ def overall_score(record: dict[str, Any], samples: list[dict[str, Any]], *, seed
     for (_, shots, label), cells in _task_cells(record, samples).items():
         by_cluster[cells.cluster].append((cells, *cells.score(seed, shots, label, resamples)))
     if not by_cluster:
-        raise HarnessError(f"run {record.get('run_id', '')!r} has no samples to score")
+        raise HarnessError(f"run {record.run_id!r} has no samples to score")
     means = [np.mean([m for _, m, _ in members]) for members in by_cluster.values()]
     replicates = np.mean([np.mean([r for _, _, r in members], axis=0) for members in by_cluster.values()], axis=0)
     low, high = percentile_interval(replicates, confidence)

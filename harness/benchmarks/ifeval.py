@@ -19,11 +19,16 @@ Two things make those checkers usable offline and reproducibly:
   letter '#' in row 1122 and '!' in row 1129 becomes a random ASCII letter; lm-eval's verdict on
   those two rows is a coin toss per run). Each scoring call runs under a fixed seed of the global
   `random` and restores its previous state afterwards, so the rest of the process is undisturbed.
+
+Importing this module is cheap (the metric registry imports it to learn the name `ifeval`): NLTK,
+langdetect and lm-eval are imported by the first scoring call.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -32,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.metrics import MetricValues
+from harness.metrics import MetricValues, register_metric
 
 NLTK_DATA = Path(__file__).resolve().parent.parent / "data_files" / "nltk_data"
 """The folder holding `tokenizers/punkt_tab/english`, put first on NLTK's search path."""
@@ -76,9 +81,22 @@ def lm_eval_ifeval() -> ModuleType:
     return utils
 
 
-# At import, not lazily: whoever imports lm-eval's ifeval modules after this module (a test comparing
-# against lm-eval, say) must find the data too, or lm-eval's import tries to download it.
-use_bundled_nltk_data()
+def _point_nltk_at_bundled_data() -> None:
+    """Make the shipped data NLTK's first search path for whatever imports lm-eval's ifeval modules
+    after this module (a test comparing against lm-eval, say), without importing NLTK (2 s) here.
+
+    NLTK reads the NLTK_DATA environment variable when `nltk.data` is first imported; once it has
+    been, its path list is edited directly.
+    """
+    if "nltk.data" in sys.modules:
+        use_bundled_nltk_data()
+        return
+    paths = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
+    if str(NLTK_DATA) not in paths:
+        os.environ["NLTK_DATA"] = os.pathsep.join([str(NLTK_DATA), *paths])
+
+
+_point_nltk_at_bundled_data()
 
 
 @contextmanager
@@ -116,6 +134,7 @@ def _check_row(row: Mapping[str, Any]) -> None:
         raise HarnessError(f"{where}: field 'instruction_id_list' names unknown instruction {unknown[0]!r}")
 
 
+@register_metric("ifeval", headline="prompt_level_strict_acc")
 def ifeval_metric(prediction: str, references: Sequence[str], row: Mapping[str, Any]) -> MetricValues:
     """Strict and loose IFEval verdicts for one response, as lm-eval's `ifeval` task gives them.
 

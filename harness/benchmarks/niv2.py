@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.metrics import rouge_l
+from harness.metrics import register_metric, rouge_l
 from harness.tasks.rows import quiet_datasets
 from harness.tasks.schema import Task
+from harness.tasks.sources import register_loader
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ _FOLDER_HINT = "pass --data niv2=FOLDER (a folder holding tasks/<name>.json and 
 # -- rows ---------------------------------------------------------------------------------------------
 
 
+@register_loader("niv2")
 def load_rows(task: Task, split: str, folder: Path | None) -> list[dict[str, Any]]:
     """The rows of the NIv2 test set, from `folder` (or the hub copy when no folder is given).
 
@@ -239,13 +241,14 @@ def exact_match(prediction: str, references: Sequence[str]) -> float:
     return max(float(normalized == normalize_answer(r)) for r in references)
 
 
+@register_metric("niv2", headline="niv2_rouge_l")
 def niv2_metric(prediction: str, references: Sequence[str], row: Mapping[str, Any]) -> dict[str, float | list[float]]:
     """Per-sample NIv2 scores in [0, 1]; run records keep these means, reports show them x100.
 
     The official scorer sums per-sample maxima over the references and divides by the number of
     samples, then multiplies by 100; the harness averages the same per-sample values, so a report's
-    percentage equals the official number. ROUGE-L comes first because it is NIv2's headline metric
-    (the harness ranks by a task's first metric). The official per-category choice (exact match for
+    percentage equals the official number. ROUGE-L is NIv2's headline metric, registered as the value
+    a task declaring `niv2` first is ranked by. The official per-category choice (exact match for
     the classification categories, ROUGE-L for the rest) is in the task file's metadata. The
     prediction is not stripped or cut: neither metric sees surrounding whitespace.
     """

@@ -18,8 +18,24 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from harness.tasks import sources
+
 Row = dict[str, Any]
-Generator = Callable[[random.Random, int], list[Row]]
+Generator = sources.RowGenerator
+
+GENERATORS: dict[str, Generator] = {}
+"""The suite's generators by name, in the order they are defined below."""
+
+
+def _generator(name: str) -> Callable[[Generator], Generator]:
+    """Add the decorated function to GENERATORS and register it as `data: {generator: NAME}`."""
+
+    def add(function: Generator) -> Generator:
+        GENERATORS[name] = function
+        return sources.register_generator(name)(function)
+
+    return add
+
 
 # Everyday nouns, 3-10 letters, no palindromes (a reversed word must differ from the word itself).
 WORDS: tuple[str, ...] = tuple(
@@ -128,17 +144,20 @@ def _words(rng: random.Random, n: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- string_transform
+@_generator("reverse_word")
 def gen_reverse_word(rng: random.Random, n: int) -> list[Row]:
     """A word and its letters in reverse order."""
     return [{"word": w, "answer": w[::-1]} for w in _words(rng, n)]
 
 
+@_generator("uppercase_word")
 def gen_uppercase_word(rng: random.Random, n: int) -> list[Row]:
     """A lower-case word and the same word in upper case."""
     return [{"word": w, "answer": w.upper()} for w in _words(rng, n)]
 
 
 # ---------------------------------------------------------------------------------- arithmetic
+@_generator("add_numbers")
 def gen_add_numbers(rng: random.Random, n: int) -> list[Row]:
     """Two integers in 0..99 and their sum as a string."""
     rows = []
@@ -148,6 +167,7 @@ def gen_add_numbers(rng: random.Random, n: int) -> list[Row]:
     return rows
 
 
+@_generator("parity")
 def gen_parity(rng: random.Random, n: int) -> list[Row]:
     """An integer in 0..999; label 0 = even, 1 = odd."""
     rows = []
@@ -158,6 +178,7 @@ def gen_parity(rng: random.Random, n: int) -> list[Row]:
 
 
 # ---------------------------------------------------------------------- lexicon_classification
+@_generator("sentiment_lexicon")
 def gen_sentiment_lexicon(rng: random.Random, n: int) -> list[Row]:
     """A one-sentence review built around one sentiment word; label 0 = negative, 1 = positive."""
     rows = []
@@ -170,6 +191,7 @@ def gen_sentiment_lexicon(rng: random.Random, n: int) -> list[Row]:
     return rows
 
 
+@_generator("topic_lexicon")
 def gen_topic_lexicon(rng: random.Random, n: int) -> list[Row]:
     """A sentence around one topic keyword; label 0 = sports, 1 = food, 2 = animals."""
     rows = []
@@ -182,6 +204,7 @@ def gen_topic_lexicon(rng: random.Random, n: int) -> list[Row]:
 
 
 # ---------------------------------------------------------------------------------- comparison
+@_generator("compare_numbers")
 def gen_compare_numbers(rng: random.Random, n: int) -> list[Row]:
     """Two distinct integers in 0..999; label 0 if the first is larger, else 1."""
     rows = []
@@ -191,6 +214,7 @@ def gen_compare_numbers(rng: random.Random, n: int) -> list[Row]:
     return rows
 
 
+@_generator("compare_length")
 def gen_compare_length(rng: random.Random, n: int) -> list[Row]:
     """Two words of different lengths; label 0 if the first is longer, else 1."""
     rows = []
@@ -213,17 +237,20 @@ def _passages(rng: random.Random, n: int) -> list[Row]:
     return rows
 
 
+@_generator("extract_person")
 def gen_extract_person(rng: random.Random, n: int) -> list[Row]:
     """A passage about someone in a city; the answer is the person's name."""
     return [{**row, "answer": row["person"]} for row in _passages(rng, n)]
 
 
+@_generator("extract_city")
 def gen_extract_city(rng: random.Random, n: int) -> list[Row]:
     """A passage about someone in a city; the answer is the city."""
     return [{**row, "answer": row["city"]} for row in _passages(rng, n)]
 
 
 # ----------------------------------------------------------------------------- list_operations
+@_generator("list_first")
 def gen_list_first(rng: random.Random, n: int) -> list[Row]:
     """A list of 3-6 distinct words; the answer is the first one."""
     rows = []
@@ -233,6 +260,7 @@ def gen_list_first(rng: random.Random, n: int) -> list[Row]:
     return rows
 
 
+@_generator("list_max")
 def gen_list_max(rng: random.Random, n: int) -> list[Row]:
     """A list of 3-6 distinct integers in 0..99; the answer is the largest, as a string."""
     rows = []
@@ -242,35 +270,10 @@ def gen_list_max(rng: random.Random, n: int) -> list[Row]:
     return rows
 
 
-GENERATORS: dict[str, Generator] = {
-    "reverse_word": gen_reverse_word,
-    "uppercase_word": gen_uppercase_word,
-    "add_numbers": gen_add_numbers,
-    "parity": gen_parity,
-    "sentiment_lexicon": gen_sentiment_lexicon,
-    "topic_lexicon": gen_topic_lexicon,
-    "compare_numbers": gen_compare_numbers,
-    "compare_length": gen_compare_length,
-    "extract_person": gen_extract_person,
-    "extract_city": gen_extract_city,
-    "list_first": gen_list_first,
-    "list_max": gen_list_max,
-}
-
-
 def generate_rows(name: str, seed: int, split: str, n: int) -> list[Row]:
-    """Return n rows of generator `name` for `split`, each with its position as `idx`.
-
-    The RNG is seeded from the string "seed:name:split" (string seeds hash with SHA-512, so the
-    result does not depend on PYTHONHASHSEED or the platform).
-    """
+    """n rows of the built-in generator `name` for `split`, exactly as a task file naming it gets them
+    (`harness.tasks.sources.generate_rows`: seeded from "seed:name:split", each row's position as `idx`)."""
     if name not in GENERATORS:
         known = ", ".join(sorted(GENERATORS))
         raise ValueError(f"unknown built-in generator {name!r}; known generators: {known}")
-    if n < 0:
-        raise ValueError(f"row count for generator {name!r} must be >= 0, got {n}")
-    rng = random.Random(f"{seed}:{name}:{split}")
-    rows = GENERATORS[name](rng, n)
-    for i, row in enumerate(rows):
-        row["idx"] = i
-    return rows
+    return sources.generate_rows(name, seed, split, n)

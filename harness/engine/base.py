@@ -2,9 +2,11 @@
 
 Backends yield results batch by batch (with the index of the request each answers), so the runner
 can write every finished sample durably before the next batch starts: a crash loses at most one
-batch of work. Requests a resumed run already has are passed as `done`; a backend skips every batch
-made only of those, and plans its batches over the whole list so the rest are computed exactly as
-an uninterrupted run computes them.
+batch of work. A backend may yield finer than its batches (the transformers backend's greedy loop
+yields each generation as its row finishes), so a crash loses only what was still in flight.
+Requests a resumed run already has are passed as `done`; a backend skips every batch made only of
+those, and plans its batches over the whole list so the rest are computed exactly as an
+uninterrupted run computes them.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ class Backend(Protocol):
     """How this model's chat messages become text (its tokenizer's chat template, or none)."""
     batch_tokens: int | None
     """Padded tokens per batch, for the run spec (None where the backend has no such budget)."""
+    truncated: int
+    """Optional (read it as `getattr(backend, "truncated", 0)`): how many requests had their prompt
+    cut to fit the model's context, summed over every `score` and `generate` call of this backend so
+    far. A call counts its whole request list, those in `done` included (a resumed run counts what an
+    uninterrupted one does), when its first batch is asked for; so a runner reads it before and after
+    exhausting a run's calls and keeps the difference (a backend may serve several runs)."""
 
     def describe(self) -> dict[str, Any]:
         """Model, tokenizer, weights hash, dtype and device, for the run record."""
@@ -60,5 +68,6 @@ class Backend(Protocol):
     def generate(
         self, requests: Sequence[GenerateRequest], done: Collection[int] = ()
     ) -> Iterator[list[tuple[int, str]]]:
-        """Yield, batch by batch, (request index, generated text cut at the first stop string)."""
+        """Yield, batch by batch or as requests finish, (request index, generated text cut at the
+        first stop string)."""
         ...

@@ -5,8 +5,9 @@ with a criterion that re-examines the tail of every row each step, and runs a st
 logits processors. For greedy evaluation none of that is needed. This loop prefills the prompts
 (in groups of similar length, so short prompts are not padded to the longest, merged into one
 cache), computing logits at the last position only; then it feeds one token per row per step,
-drops a row from the cache the moment it emits EOS, reaches a stop string or its token limit, and
-syncs with the host once per step (the argmax). Every token sees the same positions and the same
+drops a row from the cache the moment it emits EOS, reaches a stop string or its token limit (and
+hands that row out at once, so it can be saved while the others decode), and syncs with the host
+once per step (the argmax). Every token sees the same positions and the same
 visible tokens as under `model.generate`; only padding differs, which moves logits by float
 rounding, and tests check the strings are identical.
 
@@ -22,7 +23,7 @@ stop string either way.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -159,25 +160,46 @@ def _prefill(
     return Cache(layers=layers), torch.cat([logits for _, logits, _ in parts]), mask
 
 
-@torch.inference_mode()
 def greedy_decode(
     model: torch.nn.Module, contexts: Sequence[Sequence[int]], max_new_tokens: Sequence[int], *, pad_id: int,
     eos_id: int, stopper: StopChecker, prefill_groups: Sequence[Sequence[int]] | None = None,
 ) -> list[list[int]]:
-    """Greedy continuation tokens (EOS excluded) of each context, decoded as one left-padded batch.
+    """Greedy continuation tokens (EOS excluded) of each context: `greedy_rows` collected in row order."""
+    generated: list[list[int]] = [[] for _ in contexts]
+    for finished in greedy_rows(model, contexts, max_new_tokens, pad_id=pad_id, eos_id=eos_id, stopper=stopper,
+                                prefill_groups=prefill_groups):
+        for row, tokens in finished:
+            generated[row] = tokens
+    return generated
+
+
+@torch.inference_mode()
+def greedy_rows(
+    model: torch.nn.Module, contexts: Sequence[Sequence[int]], max_new_tokens: Sequence[int], *, pad_id: int,
+    eos_id: int, stopper: StopChecker, prefill_groups: Sequence[Sequence[int]] | None = None,
+) -> Iterator[list[tuple[int, list[int]]]]:
+    """Greedy continuation tokens (EOS excluded) of each context, decoded as one left-padded batch and
+    yielded as `(row, tokens)` in the step each row finishes (the rows that finish together in one list).
 
     Row i stops at EOS, at one of `stopper`'s stops for row i, or after `max_new_tokens[i]` tokens,
-    so requests of different tasks share the batch's decode steps. `prefill_groups` partitions
-    range(len(contexts)) into groups prefilled separately (see `_prefill`); by default all prompts
-    are prefilled together, as `model.generate` does.
+    so requests of different tasks share the batch's decode steps. A row is handed out the step it
+    leaves the batch, not when the batch's longest row ends, so the caller can make it durable while
+    the rest decode (a 1,280-token IFEval row would otherwise hold back every short answer decoded
+    beside it). `prefill_groups` partitions range(len(contexts)) into groups prefilled separately
+    (see `_prefill`); by default all prompts are prefilled together, as `model.generate` does.
     """
+    if not contexts:
+        return
     device = model.device
     groups = prefill_groups or [list(range(len(contexts)))]
     steps = max(max_new_tokens, default=0)
-    cache, logits, mask = _prefill(model, contexts, groups, pad_id, room=max(steps - 1, 0))
     active = [i for group in groups for i in group]  # the request row of each batch slot
-    next_position = torch.tensor([[len(contexts[i])] for i in active], device=device)
     generated: list[list[int]] = [[] for _ in contexts]
+    if steps < 1:
+        yield [(row, []) for row in active]
+        return
+    cache, logits, mask = _prefill(model, contexts, groups, pad_id, room=max(steps - 1, 0))
+    next_position = torch.tensor([[len(contexts[i])] for i in active], device=device)
     for _ in range(steps):
         chosen = logits.argmax(dim=-1)
         tokens = chosen.tolist()  # the step's one host sync
@@ -190,8 +212,11 @@ def greedy_decode(
                 running.append(slot)
         hits = stopper.hits([active[s] for s in running], [generated[active[s]] for s in running])
         running = [s for s, hit in zip(running, hits, strict=True) if not hit]
+        if len(running) < len(active):
+            kept = set(running)
+            yield [(row, generated[row]) for slot, row in enumerate(active) if slot not in kept]
         if not running:
-            break
+            return
         if len(running) < len(active):
             # Finished rows leave the batch, so they stop costing compute and cache memory.
             keep = torch.tensor(running, device=device)
@@ -201,4 +226,3 @@ def greedy_decode(
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
         logits = _forward(model, cache, input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position)
         next_position = next_position + 1
-    return generated

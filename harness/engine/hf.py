@@ -8,22 +8,29 @@ unless the text already starts with BOS, and an empty context is replaced by the
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
-from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from harness.chat import ChatFormat
 from harness.engine import tokenization
+from harness.engine.backoff import stream_with_oom_backoff, with_oom_backoff
 from harness.engine.base import ChoiceRequest, GenerateRequest, ScoreResult
 from harness.engine.batching import CALL_COST, DECODE_CACHE_FACTOR, shared_prefix_batches, token_budget_batches
-from harness.engine.greedy import StopChecker, greedy_decode, greedy_loop_blocker
+from harness.engine.greedy import StopChecker, greedy_loop_blocker, greedy_rows
+from harness.engine.hf_model import (
+    attention_pair_cost,
+    describe_model,
+    load_causal_lm,
+    model_location,
+    resolve_device,
+    start_weights_digest,
+)
+from harness.engine.overflow import check_on_overflow, handle_overflow
 from harness.engine.scoring import (
     has_plain_cache,
     prefix_sharing_blocker,
@@ -32,33 +39,11 @@ from harness.engine.scoring import (
     tree_scoring_blocker,
 )
 from harness.engine.tree import Tree, batch_trees, build_tree, shared_prefix_groups
-from harness.engine.weights import TOKENIZER_PATTERNS, WEIGHTS_PATTERNS, files_digest
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_LENGTH = 2048
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def attention_pair_cost(model: torch.nn.Module) -> float:
-    """What attention over one query-key pair costs, in token positions: 4 x hidden FLOPs per layer
-    (scores, then the weighted sum) against 2 FLOPs per weight of the body for a position. About
-    0.002 for the built-in tiny model, 7e-5 for a 1B Llama; 0 where the config does not say."""
-    config = model.config
-    hidden = getattr(config, "hidden_size", None)
-    layers = getattr(config, "num_hidden_layers", None)
-    body = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    if not getattr(config, "tie_word_embeddings", False):
-        body -= model.get_output_embeddings().weight.numel()
-    if not isinstance(hidden, int) or not isinstance(layers, int) or body <= 0:
-        return 0.0
-    return 2 * hidden * layers / body
 
 
 @dataclass
@@ -68,13 +53,15 @@ class _ScorePlan:
     A request is scored as a prefix tree (`trees[i]`) unless its windows were truncated to the
     model's length or the fast path is off; then it runs in the plain layout (`trees[i]` is None).
     `shared[i]` is how many leading tokens of tree i come from a prefix its batch computes once for
-    every tree that starts with them (0: none), as the batches were planned.
+    every tree that starts with them (0: none), as the batches were planned. `cut` holds the requests
+    whose windows were cut (see `handle_overflow`).
     """
 
     windows: list[list[list[int]]]
     continuations: list[list[list[int]]]
     trees: list[Tree | None]
     shared: list[int]
+    cut: dict[int, tuple[str, int]]
 
 
 class HFBackend:
@@ -88,6 +75,8 @@ class HFBackend:
     `static_cache=True` generates through `model.generate` with transformers' static KV cache, which
     it compiles with torch.compile on CUDA: one compilation per batch shape, repaid by long
     generations (IFEval's 1,280 tokens), not by a few tokens per row; on a CPU nothing is compiled.
+    A prompt longer than `max_length` is cut from the left as lm-eval cuts it, counted in `truncated`
+    and warned about once per call, or refused with `on_overflow="error"`.
     """
 
     def __init__(
@@ -101,31 +90,15 @@ class HFBackend:
         fast: bool = True,
         share_prefixes: bool = True,
         static_cache: bool = False,
+        on_overflow: str = "truncate",
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        self.on_overflow = check_on_overflow(on_overflow)
+        self.truncated = 0
+        model = model_location(model)
         self.model_id = model
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise HarnessError(f"--dtype {dtype!r} is not supported; use auto, {', '.join(_DTYPES)}")
-        torch_dtype = _DTYPES.get(dtype, torch.float32 if self.device.type == "cpu" else torch.bfloat16)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device)
-        except (OSError, ValueError, KeyError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise HarnessError(
-                f"{model}: cannot load a causal LM ({first_line}); pass a folder with config.json, weights "
-                "and tokenizer files, or a hub id when online"
-            ) from None
-        self.model.eval()
-        # Hashing the weights takes ~1 s per GB. Start it now, in a thread (hashlib releases the GIL),
-        # so it overlaps the run's task loading and planning instead of delaying the first request.
-        self._weights_digest: Future[str | None] | None = None
-        if Path(model).is_dir():
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights-sha256")
-            self._weights_digest = pool.submit(files_digest, Path(model), WEIGHTS_PATTERNS)
-            pool.shutdown(wait=False)  # the thread ends with the hash; describe() waits for it
+        self.device = resolve_device(device)
+        self.tokenizer, self.model, torch_dtype = load_causal_lm(model, dtype, self.device)
+        self._weights_digest = start_weights_digest(model)
         if self.device.type == "cpu":
             # Denormal floats make CPU matmuls many times slower; flushing them changes nothing measurable.
             torch.set_flush_denormal(True)
@@ -170,27 +143,9 @@ class HFBackend:
     # -- description --------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        folder = Path(self.model_id)
-        local = folder.is_dir()
-        chat_template = getattr(self.tokenizer, "chat_template", None)
         return {
-            "model": self.model_id,
-            "local_path": str(folder.resolve()) if local else None,
-            "weights_sha256": self._weights_digest.result() if self._weights_digest else None,
-            "hub_commit": getattr(self.model.config, "_commit_hash", None),
-            "architecture": type(self.model).__name__,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "tokenizer": {
-                "class": type(self.tokenizer).__name__,
-                "vocab_size": len(self.tokenizer),
-                "files_sha256": files_digest(folder, TOKENIZER_PATTERNS)
-                if local else None,
-                "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest()[:16]
-                if isinstance(chat_template, str) else None,
-            },
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "device": str(self.device),
-            "max_length": self.max_length,
+            **describe_model(self.model_id, self.model, self.tokenizer, self._weights_digest, self.dtype, self.device,
+                             self.max_length),
             # How numbers were computed: the layouts agree to float rounding, not bit for bit.
             "engine": {
                 "scoring": "prefix-tree" if self._tree_blocker is None else "plain",
@@ -209,20 +164,6 @@ class HFBackend:
         return tokenization.encode_pair(self.tokenizer, context, continuation, self.prefix_token_id)
 
     # -- scoring --------------------------------------------------------------------------------
-
-    def _with_oom_backoff(self, indices: list[int], run: Callable[[list[int]], list[T]]) -> list[T]:
-        """Run a batch; on out-of-memory split it in two and retry, so no request is lost."""
-        try:
-            return run(indices)
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not _is_oom(exc) or len(indices) == 1:
-                raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            half = len(indices) // 2
-            log.warning("out of memory on a batch of %d; retrying as %d + %d", len(indices), half,
-                        len(indices) - half)
-            return self._with_oom_backoff(indices[:half], run) + self._with_oom_backoff(indices[half:], run)
 
     def _encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` of many texts in one tokenizer call (the per-call overhead dominates short texts)."""
@@ -257,7 +198,7 @@ class HFBackend:
         return pairs
 
     def _plan_scores(self, requests: Sequence[ChoiceRequest]) -> _ScorePlan:
-        plan = _ScorePlan([], [], [], [])
+        plan = _ScorePlan([], [], [], [], {})
         for index, (request, pairs) in enumerate(zip(requests, self.encode_pairs(requests), strict=True)):
             for option, (_, continuation) in zip(request.continuations, pairs, strict=True):
                 if not continuation:
@@ -270,6 +211,9 @@ class HFBackend:
             # A window cut at the model's length keeps the plain layout, which is lm-eval's
             # computation for it by construction; so does the degenerate empty-context case.
             whole = all(len(c) + len(k) <= self.max_length + 1 for c, k in pairs)
+            if not whole:
+                needed = max(len(c) + len(k) for c, k in pairs) - 1  # the window's input, uncut
+                plan.cut[index] = (f"its context and continuation are {needed} tokens", self.max_length)
             known = len(pairs[0][0]) if all(c == pairs[0][0] for c, _ in pairs) else 0
             if self._tree_blocker is None and whole and known >= 1:
                 tree = build_tree(windows, continuations, known=known)
@@ -298,6 +242,7 @@ class HFBackend:
         self, requests: Sequence[ChoiceRequest], done: Collection[int] = ()
     ) -> Iterator[list[tuple[int, tuple[ScoreResult, ...]]]]:
         plan = self._plan_scores(requests)
+        self.truncated += handle_overflow(self.on_overflow, "scoring", plan.cut, len(requests), self.max_length)
 
         def run(batch: list[int]) -> list[tuple[int, tuple[ScoreResult, ...]]]:
             return self._score_batch(batch, plan)
@@ -316,7 +261,7 @@ class HFBackend:
             for positions in batches:
                 batch = [members[p] for p in positions]
                 if not skipped.issuperset(batch):
-                    yield self._with_oom_backoff(batch, run)
+                    yield with_oom_backoff(batch, run, self.device)
 
     def _score_batch(self, batch: list[int], plan: _ScorePlan) -> list[tuple[int, tuple[ScoreResult, ...]]]:
         trees = [plan.trees[i] for i in batch]
@@ -342,7 +287,11 @@ class HFBackend:
     def generate(
         self, requests: Sequence[GenerateRequest], done: Collection[int] = ()
     ) -> Iterator[list[tuple[int, str]]]:
-        contexts = []
+        """Yield (request index, text) lists: with the greedy loop, the rows that finish at a decode
+        step as soon as they do, so a kill loses only rows still decoding; `model.generate` (fast=False,
+        static_cache, a model the loop cannot reproduce) ends every row of a call together, so there
+        each batch is yielded whole. A batch runs whole when any of its requests is not in `done`."""
+        contexts, cut = [], {}
         for index, (request, ids) in enumerate(zip(requests, self._encode_batch([r.context for r in requests]),
                                                    strict=True)):
             room = self.max_length - request.max_new_tokens
@@ -350,15 +299,19 @@ class HFBackend:
                 raise HarnessError(f"request {index}: max_new_tokens {request.max_new_tokens} must be at least 1 and "
                                    f"leave room for a prompt in the model's {self.max_length} tokens; change "
                                    "generation.max_new_tokens")
+            if len(ids) > room:
+                cut[index] = (f"its prompt of {len(ids)} tokens plus max_new_tokens {request.max_new_tokens} is "
+                              f"{len(ids) + request.max_new_tokens} tokens", room)
             contexts.append(ids[-room:])
+        self.truncated += handle_overflow(self.on_overflow, "generation", cut, len(requests), self.max_length)
 
-        def run(batch: list[int]) -> list[tuple[int, str]]:
+        def run(batch: list[int]) -> Iterator[list[tuple[int, str]]]:
             return self._generate_batch(batch, requests, contexts)
 
         skipped = set(done)
         for batch in self._generation_batches(requests, contexts):
             if not skipped.issuperset(batch):
-                yield self._with_oom_backoff(batch, run)
+                yield from stream_with_oom_backoff(batch, run, self.device)
 
     def _generation_batches(self, requests: Sequence[GenerateRequest], contexts: list[list[int]]) -> list[list[int]]:
         """Generation batches, a pure function of the requests (so a resumed run meets the same shapes).
@@ -392,30 +345,32 @@ class HFBackend:
     @torch.inference_mode()
     def _generate_batch(
         self, batch: list[int], requests: Sequence[GenerateRequest], contexts: list[list[int]]
-    ) -> list[tuple[int, str]]:
+    ) -> Iterator[list[tuple[int, str]]]:
         eos = self.tokenizer.eos_token
         stops = [[s for s in (*requests[i].stop, eos) if s] for i in batch]
         prompts = [contexts[i] for i in batch]
         limits = [requests[i].max_new_tokens for i in batch]
+        finished: Iterator[list[tuple[int, list[int]]]]
         if self._greedy_blocker is None:
             groups = None
             if self._grouped_prefill:
                 # Prompts prefilled in groups of similar length (little padding), then decoded together.
                 groups = list(token_budget_batches([len(p) for p in prompts], self.batch_tokens,
                                                    call_cost=self._call_cost))
-            generated = greedy_decode(
+            finished = greedy_rows(
                 self.model, prompts, limits, pad_id=self.tokenizer.pad_token_id,
                 eos_id=self.tokenizer.eos_token_id, stopper=StopChecker(self.tokenizer, stops), prefill_groups=groups,
             )
         else:
-            generated = self._hf_generate(prompts, limits[0], stops[0])
-        results = []
-        for row, index in enumerate(batch):
-            text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-            for term in stops[row]:
-                text = text.split(term)[0]
-            results.append((index, text))
-        return results
+            finished = iter([list(enumerate(self._hf_generate(prompts, limits[0], stops[0])))])
+        for rows in finished:
+            results = []
+            for row, tokens in rows:
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                for term in stops[row]:
+                    text = text.split(term)[0]
+                results.append((batch[row], text))
+            yield results
 
     def _hf_generate(self, prompts: list[list[int]], max_new_tokens: int, stops: list[str]) -> list[list[int]]:
         """`model.generate` on left-padded prompts: the generated ids of each row (after the prompt)."""

@@ -13,6 +13,7 @@ from typing import Any
 from harness.chat import ChatFormat
 from harness.errors import HarnessError
 from harness.eval.config import RunConfig
+from harness.eval.record import SampleId
 from harness.tasks.prompts import PromptRenderer, Turn, chat_messages, plain_context
 from harness.tasks.rows import FewshotSampler, Split, load_split
 from harness.tasks.schema import RenderedRow, Task, Template
@@ -32,7 +33,7 @@ class PlannedSample:
 
 
 def sample_key(task: str, template: Template, shots: int, row_id: str) -> str:
-    return f"{task}|{template.id}|{template.hash}|{shots}|{row_id}"
+    return SampleId(task, template.id, template.hash, shots, row_id).key
 
 
 def select_templates(task: Task, spec: str) -> list[Template]:

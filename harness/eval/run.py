@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from harness.engine.base import Backend
 from harness.eval.config import RunConfig
-from harness.eval.execute import ProgressCallback, execute
+from harness.eval.execute import ProgressCallback, check_against_plan, execute
 from harness.eval.plan import PlannedSample, Planner, load_task_splits
+from harness.eval.record import RunRecord
+from harness.eval.rundir import check_out, check_run_id, run_directory
 from harness.eval.spec import checkpoint_manifest, default_run_id, run_spec, seen_source
-from harness.eval.store import RunStore
+from harness.eval.store import LOAD_REMEDY, RESUME_REMEDY, RunStore
 from harness.eval.summarize import summarize
 from harness.files import PROJECT_ROOT, environment_info
 from harness.seen import declare_seen, refuse_seen_with_manifest, warn_contamination
@@ -38,15 +39,22 @@ def run(
     progress: ProgressCallback | None = None,
     seen: str | None = None,
     reuse_complete: bool = False,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, RunRecord]:
     """Plan, execute (resuming if the run directory has finished samples) and record one run.
 
     With `reuse_complete`, a complete run of the same spec in the run directory is returned as it is
     (workflows such as the cluster sweep rerun every step and must find finished ones).
 
     `seen` declares the tasks a model without a training manifest was tuned on (see `declare_seen`);
-    a checkpoint with a manifest is labelled by it, and both at once is refused."""
+    a checkpoint with a manifest is labelled by it, and both at once is refused.
+
+    The run directory is `out/run_id`, a plain folder name inside `out` (`harness.eval.rundir`); the
+    run holds it locked, so a second process on it is refused rather than computing everything twice.
+    Samples found there are rescored against the plan before they are reused."""
     started = time.time()
+    if run_id is not None:
+        check_run_id(run_id)
+    check_out(out)
     tasks = registry.select(config.tasks)
     declared = declare_seen(registry, seen) if seen is not None else None
     if declared is not None:
@@ -66,29 +74,31 @@ def run(
         evaluation_splits[task.name] = evaluation
         plan += planner.plan_task(task, evaluation, pool)
     spec = run_spec(config, backend, tasks, evaluation_splits, planner.chat, manifest, declared)
-    directory = out / (run_id or default_run_id(spec["model"]["model"], spec))
-    if reuse_complete and not overwrite and (record := RunStore.completed(directory, spec)) is not None:
-        return directory, record
-    store = RunStore(directory, spec, overwrite=overwrite)
-    resumed = len(store.samples)
-    if resumed:
-        log.info("resuming %s: %d of %d samples already done", directory, resumed, len(plan))
-    planned_at = time.time()
+    directory = run_directory(out, run_id or default_run_id(spec))
     prefixes = {s.key: planner.continuation_prefix(s.task, s.template) for s in plan}
-    execute(plan, backend, store, prefixes, progress)
-    finished_at = time.time()
-    record = {
-        **spec,
-        "run_id": directory.name,
-        "status": "complete",
-        "seen_source": seen_source(manifest, declared),
-        "environment": environment_info(PROJECT_ROOT),
-        "counts": {"samples": len(plan)},
-        "scores": summarize(plan, store.samples, config.seed, manifest, declared),
-        "timings": {
-            "started_unix": started, "finished_unix": finished_at, "resumed_samples": resumed,
-            "plan_seconds": planned_at - started, "inference_seconds": finished_at - planned_at,
-        },
-    }
-    store.finalize(record, [s.key for s in plan])
+    if reuse_complete and not overwrite and (found := RunStore.completed(directory, spec)) is not None:
+        record, samples = found
+        check_against_plan(plan, {s.key: s for s in samples}, {s.key: i for i, s in enumerate(samples, 1)}, prefixes,
+                           directory / "samples.jsonl", LOAD_REMEDY, complete=True)
+        return directory, record
+    with RunStore(directory, spec, overwrite=overwrite) as store:
+        check_against_plan(plan, store.samples, store.lines, prefixes, store.samples_path, RESUME_REMEDY)
+        resumed = len(store.samples)
+        if resumed:
+            log.info("resuming %s: %d of %d samples already done", directory, resumed, len(plan))
+        planned_at = time.time()
+        cut_before = getattr(backend, "truncated", 0)  # optional on a Backend; counted over every call it served
+        execute(plan, backend, store, prefixes, progress)
+        truncated = getattr(backend, "truncated", 0) - cut_before
+        finished_at = time.time()
+        record = RunRecord(
+            spec=spec, run_id=directory.name, status="complete", seen_source=seen_source(manifest, declared),
+            environment=environment_info(PROJECT_ROOT), counts={"samples": len(plan), "truncated_prompts": truncated},
+            scores=summarize(plan, store.samples, config.seed, manifest, declared),
+            timings={
+                "started_unix": started, "finished_unix": finished_at, "resumed_samples": resumed,
+                "plan_seconds": planned_at - started, "inference_seconds": finished_at - planned_at,
+            },
+        )
+        store.finalize(record, [s.key for s in plan])
     return directory, record

@@ -12,6 +12,7 @@ from harness import __version__
 from harness.engine.base import Backend
 from harness.eval.config import RunConfig
 from harness.eval.plan import select_templates
+from harness.eval.record import RunSpec
 from harness.files import short_hash
 from harness.seen import DeclaredSeen, TrainingManifest, manifest_summary, read_manifest
 from harness.tasks.kinds import get_kind
@@ -21,14 +22,17 @@ from harness.tasks.schema import Task
 
 def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dict[str, Split], chat: bool,
              manifest: TrainingManifest | None = None,
-             declared: DeclaredSeen | None = None) -> dict[str, Any]:
+             declared: DeclaredSeen | None = None) -> RunSpec:
     """What the run computes; equal specs mean equal results, so resume compares specs.
 
     A tuned checkpoint's manifest enters the spec (mixture hash, held-out clusters), so a checkpoint
     re-tuned into the same folder never resumes into the old run; untuned models' specs lack the key.
     Tasks declared seen with `--seen` change the record's labels, so they enter the spec too, and
-    only when given: runs without them keep the specs (and run ids) they always had."""
-    spec = {
+    only when given: runs without them keep the specs (and run ids) they always had.
+
+    The spec is returned as it reads back from spec.json (tuples become lists), so a fresh spec and a
+    stored one compare equal."""
+    spec: dict[str, Any] = {
         "harness_version": __version__,
         "model": backend.describe(),
         "config": {**asdict(config), "chat_applied": chat},
@@ -52,7 +56,7 @@ def run_spec(config: RunConfig, backend: Backend, tasks: list[Task], splits: dic
         spec["training_manifest"] = manifest_summary(manifest)
     if declared is not None:
         spec["declared_seen"] = {"tasks": sorted(declared.tasks), "clusters": sorted(declared.clusters)}
-    return spec
+    return RunSpec.from_json(json.loads(json.dumps(spec)))
 
 
 def checkpoint_manifest(backend: Backend) -> TrainingManifest | None:
@@ -66,7 +70,8 @@ def seen_source(manifest: TrainingManifest | None, declared: DeclaredSeen | None
     return "manifest" if manifest is not None else "--seen" if declared is not None else "none"
 
 
-def default_run_id(model: str, spec: dict[str, Any]) -> str:
-
+def default_run_id(spec: RunSpec) -> str:
+    """The model's folder name and the spec's hash: the same command always writes to the same folder."""
+    model = spec.model_name or ""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model.rstrip("/")).name or model).strip("-") or "model"
-    return f"{name}-{short_hash(json.dumps(spec, sort_keys=True).encode())[:10]}"
+    return f"{name}-{short_hash(json.dumps(spec.to_json(), sort_keys=True).encode())[:10]}"

@@ -1,4 +1,4 @@
-"""Figures of the HTML report, and the seen-status vocabulary and number formats they share with its tables.
+"""Figures of the HTML report, and the seen-status vocabulary they share with its tables.
 
 Every figure is a matplotlib `Figure` (no pyplot state, so no backend to select) rendered to SVG markup
 fit for inlining into one page; see `figure_svg` for what makes the bytes depend only on the inputs.
@@ -11,7 +11,15 @@ import math
 import re
 from typing import Any
 
-from harness.eval.record import primary_metric, ungrouped
+from harness.eval.record import RunRecord, Sample
+
+# The number formats live in harness.report.formats (one for every table); named here too, where the
+# report's tables and tests have always found them.
+from harness.report.formats import DASH
+from harness.report.formats import interval as interval
+from harness.report.formats import pct as pct
+from harness.report.formats import signed as signed
+from harness.report.formats import span as span
 
 SEEN_STATUSES = ("seen", "held_out_template", "held_out_task", "held_out_cluster")
 STATUS_NAMES = {"seen": "seen", "held_out_template": "held-out template", "held_out_task": "held-out task",
@@ -25,30 +33,6 @@ STATUS_COLOURS = {"seen": "#2ca02c", "held_out_template": "#1f77b4", "held_out_t
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
-DASH = "\u2013"
-
-
-# ---------------------------------------------------------------------------------------------
-# Formatting
-
-
-def pct(value: float | None) -> str:
-    """A score in percent with one decimal, as every table of the harness shows it."""
-    return DASH if value is None else f"{100 * value:.1f}"
-
-
-def signed(value: float | None) -> str:
-    return DASH if value is None else f"{100 * value:+.1f}"
-
-
-def interval(low: float | None, high: float | None, sign: str = "") -> str:
-    """[low, high] in percent, as the terminal tables write intervals; `sign="+"` for deltas."""
-    return DASH if low is None or high is None else f"[{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
-
-
-def span(low: float | None, high: float | None) -> str:
-    """A range that is not an interval (quartiles, min to max)."""
-    return DASH if low is None or high is None else f"{100 * low:.1f}{DASH}{100 * high:.1f}"
 
 
 def status_of(row: dict[str, Any]) -> str | None:
@@ -134,16 +118,15 @@ def cluster_figure(clusters: dict[str, list[dict[str, Any]]], labels: list[str],
     return figure
 
 
-def template_means(record: dict[str, Any]) -> dict[tuple[str, int], list[float]]:
+def template_means(record: RunRecord) -> dict[tuple[str, int], list[float]]:
     """Per (task, shots): the primary metric of each template, in template order."""
     means: dict[tuple[str, int], list[float]] = {}
-    for score in ungrouped(record):
-        metric = score["metrics"][primary_metric(score)]["mean"]
-        means.setdefault((score["task"], score["shots"]), []).append(100 * metric)
+    for score in record.ungrouped():
+        means.setdefault((score.task, score.shots), []).append(100 * score.metrics[score.primary].mean)
     return means
 
 
-def template_figure(pairs: list[tuple[dict[str, Any], list[dict[str, Any]]]], labels: list[str],
+def template_figure(pairs: list[tuple[RunRecord, list[Sample]]], labels: list[str],
                      colours: dict[str, str]):
     from matplotlib.patches import Patch
 
@@ -204,45 +187,45 @@ def shots_figure(curves: dict[str, list[dict[str, Any]]], labels: list[str], col
     return figure
 
 
-def scatter_figure(tasks: dict[str, list[dict[str, Any]]], labels: list[str]):
+def _whisker(value: float, low: float | None, high: float | None) -> list[list[float]] | None:
+    """An error bar around `value` (percent) from an interval (fractions), never negative: a
+    percentile interval need not contain its point estimate."""
+    if low is None or high is None:
+        return None
+    return [[max(0.0, value - 100 * low)], [max(0.0, 100 * high - value)]]
+
+
+def scatter_figure(paired: dict[str, list[dict[str, Any]]], labels: list[str]):
+    """Per later run, one point per task (and shot count, and label) of `analysis.compare.paired_task_scores`:
+    x the baseline's score and y the later run's, on the samples both share."""
     from matplotlib.lines import Line2D
 
     base = labels[0]
     later = labels[1:]
-    exact = {(row["task"], row["shots"], status_of(row)): row for row in tasks[base]}
-    by_task: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for row in tasks[base]:
-        by_task.setdefault((row["task"], row["shots"]), []).append(row)
     columns = min(len(later), 3)
     lines = math.ceil(len(later) / columns)
     figure = new_figure(5.2 * columns + 0.6, 5.0 * lines + 0.4)
     axes = figure.subplots(lines, columns, squeeze=False).ravel()
     for ax in axes[len(later):]:
         ax.set_visible(False)
-    shot_counts = sorted({row["shots"] for rows in tasks.values() for row in rows})
+    shot_counts = sorted({row["shots"] for rows in paired.values() for row in rows})
     markers = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(shot_counts)}
     for ax, label in zip(axes, later, strict=False):
-        rows = sorted(tasks[label], key=lambda r: (r["task"], r["shots"], status_order(status_of(r))))
+        rows = [row for row in paired.get(label, []) if row.get("a") is not None and row.get("b") is not None]
         by_status = any(status_of(row) is not None for row in rows)
         clusters = sorted({row["cluster"] for row in rows})
         cluster_colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(clusters)}
-        points = []
-        for row in rows:
-            match = exact.get((row["task"], row["shots"], status_of(row)))
-            if match is None and len(by_task.get((row["task"], row["shots"]), [])) == 1:
-                match = by_task[(row["task"], row["shots"])][0]
-            if match is None or match.get("mean") is None or row.get("mean") is None:
-                continue
-            points.append((match, row))
+        if not rows:
+            ax.text(50, 50, f"no samples shared with {base}", ha="center", va="center", fontsize=9, color="#555555")
         # One label per spot: shot counts and labels of a task often land on the same point.
         names_at: dict[tuple[float, float], list[str]] = {}
-        for match, row in points:
-            x, y = 100 * match["mean"], 100 * row["mean"]
-            xerr = [[x - 100 * match["low"]], [100 * match["high"] - x]] if match.get("low") is not None else None
-            yerr = [[y - 100 * row["low"]], [100 * row["high"] - y]] if row.get("low") is not None else None
+        for row in rows:
+            x, y = 100 * row["a"], 100 * row["b"]
             colour = STATUS_COLOURS[status_of(row)] if by_status else cluster_colours[row["cluster"]]
-            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=markers[row["shots"]], color=colour, markersize=6,
-                        elinewidth=0.5, ecolor="#c8c8c8", markeredgecolor="black", markeredgewidth=0.4, alpha=0.85)
+            ax.errorbar([x], [y], xerr=_whisker(x, row.get("a_low"), row.get("a_high")),
+                        yerr=_whisker(y, row.get("b_low"), row.get("b_high")), fmt=markers[row["shots"]],
+                        color=colour, markersize=6, elinewidth=0.5, ecolor="#c8c8c8", markeredgecolor="black",
+                        markeredgewidth=0.4, alpha=0.85)
             names = names_at.setdefault((round(x, 1), round(y, 1)), [])
             if row["task"] not in names:
                 names.append(row["task"])
@@ -254,17 +237,18 @@ def scatter_figure(tasks: dict[str, list[dict[str, Any]]], labels: list[str]):
         ax.set_xlim(-3, 103)
         ax.set_ylim(-3, 103)
         ax.set_aspect("equal")
-        ax.set_xlabel(f"{base} (%)")
-        ax.set_ylabel(f"{label} (%)")
+        ax.set_xlabel(f"{base} (%, shared samples)")
+        ax.set_ylabel(f"{label} (%, shared samples)")
         ax.grid(alpha=0.3)
-        keys = sorted({status_of(row) for _, row in points}, key=status_order) if by_status else clusters
+        keys = sorted({status_of(row) for row in rows}, key=status_order) if by_status else clusters
         handles = [Line2D([], [], marker="o", linestyle="", markeredgecolor="black", markeredgewidth=0.4,
                           color=STATUS_COLOURS[key] if by_status else cluster_colours[key],
                           label=STATUS_NAMES[key] if by_status else key) for key in keys]
         if len(shot_counts) > 1:
             handles += [Line2D([], [], marker=markers[k], linestyle="", color="white", markeredgecolor="black",
                                label=f"{k}-shot") for k in shot_counts]
-        ax.legend(handles=handles, fontsize=7, loc="lower right", frameon=True, framealpha=0.8)
+        if handles:
+            ax.legend(handles=handles, fontsize=7, loc="lower right", frameon=True, framealpha=0.8)
     return figure
 
 

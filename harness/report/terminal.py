@@ -1,4 +1,10 @@
-"""Terminal tables (rich) built from run records; the CLI decides where they are printed."""
+"""Terminal tables (rich) built from run records; the CLI decides where they are printed.
+
+Rich reads a string cell or title as markup, so every name a user controls (cluster, run id, model,
+path, a data value a report groups by) goes through `_t`, which escapes it: a cluster called
+"[/x]" would otherwise raise MarkupError and one called "[red]mine[/]" would lose its brackets.
+Numbers are written by `harness.report.formats`, as on the HTML page.
+"""
 
 from __future__ import annotations
 
@@ -10,71 +16,76 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from harness.eval.record import primary_metric, ungrouped
+from harness.eval.record import MetricScore, RunRecord, ScoreEntry
+from harness.report.formats import interval, pct, signed, span
 from harness.tasks.schema import Task
 
 
-def _cell(metric: dict[str, float]) -> str:
-    return f"{100 * metric['mean']:.1f} ± {100 * metric['stderr']:.1f}"
+def _t(value: Any) -> str:
+    """A user's text as a table cell or title: shown as written, never read as markup."""
+    return escape(str(value))
 
 
-def score_table(record: dict[str, Any]) -> Table:
+def _cell(metric: MetricScore) -> str:
+    return f"{pct(metric.mean)} ± {pct(metric.stderr)}"
+
+
+def score_table(record: RunRecord) -> Table:
     """One line per (task, template), one column per shot count: the primary metric, mean ± stderr (%)."""
-    shots = sorted({s["shots"] for s in record["scores"]})
-    table = Table(title=f"{record['run_id']}  ({record['model']['model']})", title_justify="left")
-    labelled = any("seen_status" in s for s in record["scores"])  # the model has a training manifest
+    shots = record.shot_counts
+    table = Table(title=_t(f"{record.run_id}  ({record.spec.model_name})"), title_justify="left")
+    labelled = record.labelled  # from the model's training manifest or `--seen`
     for column in ("cluster", "task", "template", *(["seen"] if labelled else []), "metric"):
         table.add_column(column)
     for k in shots:
         table.add_column(f"{k}-shot", justify="right")
-    rows: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
-    for score in ungrouped(record):
-        rows[(score["cluster"], score["task"], score["template"])][score["shots"]] = score
+    rows: dict[tuple[str, str, str], dict[int, ScoreEntry]] = defaultdict(dict)
+    for score in record.ungrouped():
+        rows[(score.cluster, score.task, score.template)][score.shots] = score
     for (cluster, task, template), by_shots in sorted(rows.items()):
         first = next(iter(by_shots.values()))
-        metric = primary_metric(first)
-        cells = [_cell(by_shots[k]["metrics"][metric]) if k in by_shots else "" for k in shots]
-        seen = [first.get("seen_status", "").replace("_", " ")] if labelled else []
-        table.add_row(cluster, task, template, *seen, metric, *cells)
+        metric = first.primary
+        cells = [_cell(by_shots[k].metrics[metric]) if k in by_shots else "" for k in shots]
+        seen = [(first.seen_status or "").replace("_", " ")] if labelled else []
+        table.add_row(_t(cluster), _t(task), _t(template), *seen, _t(metric), *cells)
     return table
 
 
-def group_table(record: dict[str, Any]) -> Table:
+def group_table(record: RunRecord) -> Table:
     """Per task and `report_by` value (an NIv2 category, say): each metric's mean over templates (%)."""
-    grouped = [s for s in record["scores"] if "group" in s]
-    metric_names = list(dict.fromkeys(m for s in grouped for m in s["metrics"]))
+    grouped = [s for s in record.scores if s.group is not None]
+    metric_names = list(dict.fromkeys(m for s in grouped for m in s.metrics))
     table = Table(title="by group (mean over templates, %)", title_justify="left")
     for column in ("task", "field", "value", "shots", "n"):
         table.add_column(column, justify="right" if column in ("shots", "n") else "left")
     for name in metric_names:
-        table.add_column(name, justify="right")
-    cells: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
+        table.add_column(_t(name), justify="right")
+    cells: dict[tuple[str, str, str, int], list[ScoreEntry]] = defaultdict(list)
     for score in grouped:
-        cells[(score["task"], score["group"]["field"], score["group"]["value"], score["shots"])].append(score)
+        cells[(score.task, score.group.field, score.group.value, score.shots)].append(score)
     for (task, field, value, shots), scores in sorted(cells.items()):
         means = [
-            f"{100 * sum(s['metrics'][m]['mean'] for s in scores) / len(scores):.1f}" if m in scores[0]["metrics"]
+            pct(sum(s.metrics[m].mean for s in scores) / len(scores)) if m in scores[0].metrics
             else "" for m in metric_names
         ]
-        table.add_row(task, field, value, str(shots), str(scores[0]["n"]), *means)
+        table.add_row(_t(task), _t(field), _t(value), str(shots), str(scores[0].n), *means)
     return table
 
 
-def cluster_table(records: list[dict[str, Any]]) -> Table:
+def cluster_table(records: list[RunRecord]) -> Table:
     """Per cluster and shot count: the mean over tasks and templates of each task's primary metric."""
     table = Table(title="per-cluster score (primary metric, mean over tasks and templates, %)", title_justify="left")
     table.add_column("cluster")
     table.add_column("shots", justify="right")
     for record in records:
-        table.add_column(record["run_id"], justify="right")
+        table.add_column(_t(record.run_id), justify="right")
     cells: dict[tuple[str, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for position, record in enumerate(records):
-        for score in ungrouped(record):
-            metric = score["metrics"][primary_metric(score)]
-            cells[(score["cluster"], score["shots"])][position].append(metric["mean"])
+        for score in record.ungrouped():
+            cells[(score.cluster, score.shots)][position].append(score.metrics[score.primary].mean)
     for (cluster, shots), by_run in sorted(cells.items()):
         values = [by_run.get(i) for i in range(len(records))]
-        table.add_row(cluster, str(shots), *(f"{100 * sum(v) / len(v):.1f}" if v else "-" for v in values))
+        table.add_row(_t(cluster), str(shots), *(pct(sum(v) / len(v)) if v else "-" for v in values))
     return table
 
 
@@ -85,7 +96,8 @@ def task_list_table(clusters: dict[str, list[Task]]) -> Table:
     for cluster, tasks in clusters.items():
         for task in tasks:
             source = "built-in" if task.data.generator else "files" if task.data.files else "hub"
-            table.add_row(cluster, task.name, task.kind, str(len(task.templates)), ", ".join(task.metrics), source)
+            table.add_row(_t(cluster), _t(task.name), _t(task.kind), str(len(task.templates)),
+                          _t(", ".join(task.metrics)), source)
     return table
 
 
@@ -96,9 +108,9 @@ def sensitivity_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(column, justify="right" if column in ("shots", "templates", "median") else "left")
     for row in rows:
         table.add_row(
-            row["task"], str(row["shots"]), str(row["templates"]), f"{100 * row['median']:.1f}",
-            f"{100 * row['q1']:.1f}-{100 * row['q3']:.1f}", f"{100 * row['min']:.1f}-{100 * row['max']:.1f}",
-            row["best_template"] or "-", row["worst_template"] or "-",
+            _t(row["task"]), str(row["shots"]), str(row["templates"]), pct(row["median"]),
+            span(row["q1"], row["q3"], "-"), span(row["min"], row["max"], "-"),
+            _t(row["best_template"] or "-"), _t(row["worst_template"] or "-"),
         )
     return table
 
@@ -108,7 +120,7 @@ def _label(status: str | None) -> str:
 
 
 def _interval(row: dict[str, Any]) -> str:
-    return f"{100 * row['mean']:.1f} [{100 * row['low']:.1f}, {100 * row['high']:.1f}]"
+    return f"{pct(row['mean'])} {interval(row['low'], row['high'])}"
 
 
 def seen_cluster_table(rows: list[dict[str, Any]], confidence: float) -> Table:
@@ -118,7 +130,7 @@ def seen_cluster_table(rows: list[dict[str, Any]], confidence: float) -> Table:
     for column in ("cluster", "shots", "seen", "metric", "tasks", "samples", "score"):
         table.add_column(column, justify="right" if column in ("shots", "tasks", "samples", "score") else "left")
     for row in rows:
-        table.add_row(escape(row["cluster"]), str(row["shots"]), _label(row["seen_status"]), row["metric"],
+        table.add_row(_t(row["cluster"]), str(row["shots"]), _label(row["seen_status"]), _t(row["metric"]),
                       str(row["tasks"]), str(row["samples"]), _interval(row))
     return table
 
@@ -131,8 +143,8 @@ def gap_table(rows: list[dict[str, Any]]) -> Table:
     for column in ("shots", *(_label(label) for label in labels), "gap"):
         table.add_column(column, justify="right")
     for row in rows:
-        cells = [f"{100 * row[label]:.1f}" if row[label] is not None else "-" for label in labels]
-        gap = f"{100 * row['gap']:+.1f}" if row["gap"] is not None else "-"
+        cells = [pct(row[label], missing="-") for label in labels]
+        gap = signed(row["gap"], missing="-")
         table.add_row(str(row["shots"]), *cells, gap)
     return table
 
@@ -149,13 +161,13 @@ def shots_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         lines[(row["cluster"], row["task"], row["metric"])][row["shots"]] = row["mean"]
     for (cluster, task, metric), means in lines.items():
-        table.add_row(escape(cluster), task, metric, *(f"{100 * means[k]:.1f}" if k in means else "" for k in shots))
+        table.add_row(_t(cluster), _t(task), _t(metric), *(pct(means[k]) if k in means else "" for k in shots))
     return table
 
 
 def _delta(row: dict[str, Any]) -> Text:
     """b - a with its interval, in points; significant ones (interval excludes 0) bold, coloured and starred."""
-    text = f"{100 * row['delta']:+.1f} [{100 * row['low']:+.1f}, {100 * row['high']:+.1f}]"
+    text = f"{signed(row['delta'])} {interval(row['low'], row['high'], '+')}"
     if not row["significant"]:
         return Text(text)
     return Text(f"{text} *", style="bold green" if row["delta"] > 0 else "bold red")
@@ -163,7 +175,7 @@ def _delta(row: dict[str, Any]) -> Text:
 
 def comparison_table(comparison: dict[str, Any]) -> Table:
     """`compare.compare_runs`: overall and per-cluster scores of both runs and the delta (%)."""
-    runs = f"A = {escape(comparison['a'])}, B = {escape(comparison['b'])}"
+    runs = f"A = {_t(comparison['a'])}, B = {_t(comparison['b'])}"
     table = Table(title=f"{runs}: per cluster (primary metric, mean over tasks, %; delta = B - A "
                         f"[{100 * comparison['confidence']:g}% paired bootstrap interval], * the interval excludes 0)",
                   title_justify="left")
@@ -172,17 +184,17 @@ def comparison_table(comparison: dict[str, Any]) -> Table:
     table.add_row("(overall)", ",".join(str(k) for k in overall["shots"]), *_comparison_cells(overall),
                   end_section=True)
     for row in comparison["clusters"]:
-        table.add_row(escape(row["cluster"]), str(row["shots"]), *_comparison_cells(row))
+        table.add_row(_t(row["cluster"]), str(row["shots"]), *_comparison_cells(row))
     return table
 
 
 def comparison_task_table(comparison: dict[str, Any]) -> Table:
     """`compare.compare_runs`: per task and shot count, both runs' scores and the delta (%)."""
-    runs = f"A = {escape(comparison['a'])}, B = {escape(comparison['b'])}"
+    runs = f"A = {_t(comparison['a'])}, B = {_t(comparison['b'])}"
     table = Table(title=f"{runs}: per task (primary metric, mean over templates, %)", title_justify="left")
     _comparison_columns(table, "cluster", "task")
     for row in comparison["tasks"]:
-        table.add_row(escape(row["cluster"]), row["task"], str(row["shots"]), *_comparison_cells(row))
+        table.add_row(_t(row["cluster"]), _t(row["task"]), str(row["shots"]), *_comparison_cells(row))
     return table
 
 
@@ -194,7 +206,7 @@ def _comparison_columns(table: Table, *names: str) -> None:
 
 
 def _comparison_cells(row: dict[str, Any]) -> list[Any]:
-    return [row["metric"], str(row["n"]), f"{100 * row['a']:.1f}", f"{100 * row['b']:.1f}", _delta(row)]
+    return [_t(row["metric"]), str(row["n"]), pct(row["a"]), pct(row["b"]), _delta(row)]
 
 
 def text_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], right: Container[int] = (),
@@ -203,28 +215,28 @@ def text_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
     escaped, since task and path names may hold rich markup brackets."""
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
-        table.add_column(escape(column), justify="right" if index in right else "left")
+        table.add_column(_t(column), justify="right" if index in right else "left")
     for index, row in enumerate(rows):
         style = row_styles[index] if index < len(row_styles) else ""
-        table.add_row(*(escape(cell) for cell in row), style=style or None)
+        table.add_row(*(_t(cell) for cell in row), style=style or None)
     return table
 
 
 def sweep_table(sweep: dict[str, Any]) -> Table:
     """FLAN's cluster ablation as rows: clusters trained on, and the held-out score with its interval."""
-    held = ", ".join(sweep["held_out_clusters"])
+    held = _t(", ".join(sweep["held_out_clusters"]))
     table = Table(title=f"Cluster sweep: held-out score on {held}", title_justify="left")
     for column in ("clusters", "trained on", "metric", "held-out score [95% interval] (%)"):
         table.add_column(column, justify="left" if column in ("trained on", "metric") else "right")
     for point in sweep["points"]:
-        table.add_row(str(point["n_clusters"]), ", ".join(point["trained_clusters"]) or "(base model)",
-                      point["metric"], _interval(point))
+        table.add_row(str(point["n_clusters"]), _t(", ".join(point["trained_clusters"]) or "(base model)"),
+                      _t(point["metric"]), _interval(point))
     return table
 
 
 def generalization_table(rows: list[dict[str, Any]], label_a: str, label_b: str, confidence: float) -> Table:
     """`compare.compare_by_seen_status`: base (A) against tuned (B) per seen/held-out label and cluster."""
-    table = Table(title=f"Generalization: B = {escape(label_b)} against A = {escape(label_a)}, by what B was "
+    table = Table(title=f"Generalization: B = {_t(label_b)} against A = {_t(label_a)}, by what B was "
                         f"tuned on (primary metric, %; delta = B - A [{100 * confidence:g}% paired bootstrap "
                         "interval], * the interval excludes 0)", title_justify="left")
     for name in ("B's label", "cluster", "shots", "metric", "n", "A", "B", "delta"):
@@ -232,6 +244,6 @@ def generalization_table(rows: list[dict[str, Any]], label_a: str, label_b: str,
     for index, row in enumerate(rows):
         last_of_label = index + 1 == len(rows) or rows[index + 1]["seen_status"] != row["seen_status"]
         shots = row["shots"] if isinstance(row["shots"], int) else ",".join(str(k) for k in row["shots"])
-        table.add_row(_label(row["seen_status"]), escape(row["cluster"]), str(shots), *_comparison_cells(row),
+        table.add_row(_label(row["seen_status"]), _t(row["cluster"]), str(shots), *_comparison_cells(row),
                       style="bold" if row["cluster"] == "(overall)" else None, end_section=last_of_label)
     return table

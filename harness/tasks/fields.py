@@ -29,6 +29,8 @@ def load_yaml(path: Path, loader: Any = _YAML_LOADER, what: str = "YAML") -> Any
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise HarnessError(f"{path}{where}: invalid {what} ({problem}); fix the file syntax") from None
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
 
@@ -56,12 +58,24 @@ def expect(path: Path, field: str, value: Any, kind: type | tuple[type, ...], hi
     return value
 
 
+_OTHER_FILE_TAGS = {jinja2.nodes.Include: "include", jinja2.nodes.Import: "import",
+                    jinja2.nodes.FromImport: "from ... import", jinja2.nodes.Extends: "extends"}
+
+
 def check_jinja(path: Path, field: str, source: str, expression: bool = False) -> None:
+    """Refuse a Jinja syntax error, and tags that read other template files (a template is one field)."""
     env = make_environment()
     try:
-        env.compile_expression(source) if expression else env.parse(source)
+        if expression:
+            env.compile_expression(source)
+            return
+        parsed = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise HarnessError(f"{path}: field {field!r} has a Jinja syntax error: {exc.message}") from None
+    for node_type, tag in _OTHER_FILE_TAGS.items():
+        if any(True for _ in parsed.find_all(node_type)):
+            raise HarnessError(f"{path}: field {field!r} uses {{% {tag} %}}, which reads another template file; "
+                               "templates are self-contained: write the text (or a macro) inline")
 
 
 def parse_options(path: Path, field: str, raw: Any) -> tuple[str, ...] | str:

@@ -20,7 +20,7 @@ import jinja2
 from jinja2 import meta
 
 from harness.errors import HarnessError
-from harness.tasks.jinja_env import make_environment
+from harness.tasks.jinja_env import make_environment, printed_fields
 from harness.tasks.kinds import get_kind
 from harness.tasks.schema import RenderedRow, Task, Template
 
@@ -40,6 +40,7 @@ class PromptRenderer:
         self.env = make_environment()
         self._templates: dict[str, jinja2.Template] = {}
         self._expressions: dict[str, Any] = {}
+        self._printed: dict[str, set[str]] = {}
 
     def template(self, source: str) -> jinja2.Template:
         if source not in self._templates:
@@ -53,12 +54,21 @@ class PromptRenderer:
 
     def render_row(self, task: Task, template: Template, row: Mapping[str, Any], row_id: str) -> RenderedRow:
         where = f"{template.path}: row {row_id} of task {task.name!r}"
+        if template.prompt not in self._printed:
+            self._printed[template.prompt] = printed_fields(self.env, template.prompt)
+        empty = sorted(name for name in self._printed[template.prompt] if name in row and row[name] is None)
+        if empty:
+            raise HarnessError(f"{where}: field {empty[0]!r} is missing or null in this row, and the template prints "
+                               "it; fix the data (or guard the field with {% if %} in the template)")
         try:
             return get_kind(task.kind).render(self, task, template, row, where)
         except jinja2.UndefinedError as exc:
             raise HarnessError(f"{where}: {exc.message}; add the field to the rows or fix the template") from None
         except jinja2.TemplateError as exc:
-            raise HarnessError(f"{where}: rendering failed ({exc})") from None
+            raise HarnessError(f"{where}: rendering failed ({exc}); fix the template") from None
+        except RecursionError:
+            raise HarnessError(f"{where}: rendering failed (recursion too deep: a macro or loop calls itself "
+                               "without end); fix the template") from None
 
     def variables(self, task: Task, template: Template) -> set[str]:
         """Row fields a template (and the task's expressions) read, for checking against the columns."""

@@ -18,8 +18,8 @@ from harness.errors import HarnessError
 from harness.files import BUILTIN_TASKS, BUILTIN_TEMPLATES, short_hash
 from harness.tasks.fields import check_jinja, check_keys, expect, parse_options, read_mapping
 from harness.tasks.kinds import get_kind, kind_names
-from harness.tasks.rows import LOADERS
 from harness.tasks.schema import DataSource, GenerationConfig, Task, Template, TemplateTags
+from harness.tasks.sources import generator_names, loader_names
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _TASK_REQUIRED = {"name", "cluster", "kind", "data", "metrics", "templates"}
@@ -86,9 +86,10 @@ def _parse_data(path: Path, raw: Any) -> DataSource:
     sources = [k for k in ("generator", "files", "hub", "loader") if k in raw]
     if len(sources) != 1:
         raise HarnessError(f"{path}: field 'data' needs exactly one of generator, files, hub or loader, got {sources}")
-    if "loader" in raw and raw["loader"] not in LOADERS:
-        raise HarnessError(f"{path}: field 'data.loader' names unknown loader {raw['loader']!r}; "
-                           f"known: {', '.join(sorted(LOADERS))}")
+    for field, known in (("loader", loader_names), ("generator", generator_names)):
+        if field in raw and raw[field] not in known():
+            raise HarnessError(f"{path}: field 'data.{field}' names unknown {field} {raw[field]!r}; "
+                               f"known: {', '.join(sorted(known()))}")
     files = expect(path, "data.files", raw.get("files", {}), dict, "a mapping of split -> file path")
     hub = expect(path, "data.hub", raw.get("hub", {}), dict, "a mapping with path and optional name")
     if "hub" in raw and "path" not in hub:
@@ -136,6 +137,8 @@ def load_task(path: Path, template_roots: Sequence[Path] | None = None) -> Task:
     kind = get_kind(kind_name)
     allowed_metrics = kind.allowed_metrics()
     metrics = expect(path, "metrics", raw["metrics"], list, "a list of metric names")
+    if not metrics:
+        raise HarnessError(f"{path}: field 'metrics' is empty; name at least one of {', '.join(allowed_metrics)}")
     for metric in metrics:
         if metric not in allowed_metrics:
             raise HarnessError(

@@ -1,4 +1,4 @@
-"""Rows for a task: from the built-in generators, local files, or the hub, and few-shot pools.
+"""Rows for a task: from a registered generator or loader, local files, or the hub, and few-shot pools.
 
 Local files go through `datasets`, so any format it reads works (JSON lines, JSON, CSV, TSV,
 Parquet, text). Hub ids are used only when asked for and reachable; offline, the error says how to
@@ -7,7 +7,6 @@ point the task at local files instead.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import random
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.tasks.schema import Task
+from harness.tasks.sources import generate_rows, get_loader
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,6 @@ _FORMATS = {
     ".json": ("json", {}), ".jsonl": ("json", {}), ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}),
     ".parquet": ("parquet", {}), ".txt": ("text", {}), ".arrow": ("arrow", {}),
 }
-
-
-# Loader name -> "module:function"; the function is called as fn(task, split, folder) -> rows, where
-# folder is the local folder a run pointed the task at (None: the loader's own default or the hub).
-LOADERS: dict[str, str] = {"niv2": "harness.benchmarks.niv2:load_rows"}
 
 _SPLIT_ALIASES = {"validation": ("validation", "val", "dev"), "test": ("test",), "train": ("train",)}
 
@@ -94,22 +89,27 @@ def _load_file(path: str, split: str) -> list[dict[str, Any]]:
         raise HarnessError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(sorted(_FORMATS))}")
     if not Path(path).is_file():
         raise HarnessError(f"{path}: data file not found; fix 'data.files' in the task file")
-    if Path(path).stat().st_size == 0:
+    if Path(path).stat().st_size < 64 and not Path(path).read_bytes().strip():
         return []  # `datasets` cannot infer a schema from nothing; the caller reports the empty split
     datasets = quiet_datasets()
     builder, options = _FORMATS[suffix]
     try:
         dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
     except Exception as exc:  # datasets raises many types for unreadable files
-        raise HarnessError(f"{path}: cannot read as {builder} ({type(exc).__name__}: {exc})") from None
+        cause = exc.__cause__ or exc  # datasets wraps the parser's own error, which says where the file is bad
+        detail = (str(cause).strip().splitlines() or [""])[0]
+        raise HarnessError(f"{path}: cannot read as {builder} ({type(cause).__name__}: {detail}); "
+                           "fix the file") from None
     return [dict(r) for r in dataset]
 
 
 def quiet_datasets() -> Any:
-    """`datasets`, with its progress bars off: the library never draws on the terminal (the CLI does)."""
+    """`datasets`, with its progress bars and its own log lines off: the library never draws on the
+    terminal (the CLI does), and a file it cannot read reaches the user as one HarnessError line."""
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
     return datasets
 
 
@@ -126,11 +126,6 @@ def _load_hub(task: Task, split: str) -> list[dict[str, Any]]:
     return [dict(r) for r in dataset]
 
 
-def _load_with_loader(task: Task, split: str, folder: Path | None) -> list[dict[str, Any]]:
-    module, attribute = LOADERS[task.data.loader or ""].split(":")
-    return getattr(importlib.import_module(module), attribute)(task, split, folder)
-
-
 def load_split(
     task: Task, split: str, limit: int | None = None, overrides: DataOverrides | None = None
 ) -> Split:
@@ -139,15 +134,13 @@ def load_split(
     folder = overrides.folder_for(task) if overrides else None
     origin = source.origin
     if source.loader:
-        rows = _load_with_loader(task, split, folder)
+        rows = get_loader(source.loader)(task, split, folder)
         origin = f"{source.loader} loader" + (f" on {folder}" if folder else "")
     elif folder is not None:
         path = split_file(folder, split)
         rows = _load_file(path, split)
         origin = f"local file {path}"
     elif source.generator:
-        from harness.benchmarks.suite import generate_rows
-
         if split not in source.sizes:
             raise HarnessError(f"{task.path}: field 'data.sizes' has no row count for split {split!r}")
         rows = generate_rows(source.generator, source.seed, split, source.sizes[split])

@@ -56,6 +56,12 @@ class TaskKind:
         """The sample's record fields for this answer, its `metrics` included."""
         raise NotImplementedError
 
+    def stored_answer(self, fields: Mapping[str, Any]) -> tuple[Any, str | None]:
+        """The backend's answer as a stored sample's fields keep it (what `score` was given), so a
+        resumed sample can be rescored and checked; or (None, why it cannot be read back). The
+        default, (None, None), means samples of this kind are reused without that check."""
+        return None, None
+
     def generation_spec(self, task: Task) -> dict[str, Any] | None:
         """The generation settings the run spec records (None where the kind does not generate)."""
         return None

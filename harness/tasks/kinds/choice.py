@@ -11,7 +11,7 @@ import jinja2
 
 from harness.engine.base import Backend, ChoiceRequest, ScoreResult
 from harness.errors import HarnessError
-from harness.metrics import CHOICE_METRICS, choice_metrics
+from harness.metrics import choice_metrics, metric_names
 from harness.tasks.fields import check_jinja, expect, parse_options
 from harness.tasks.kinds import register_kind
 from harness.tasks.kinds.base import Renderer, TaskKind
@@ -29,7 +29,7 @@ class ChoiceKind(TaskKind):
         return {"options": parse_options(path, "options", raw["options"]), "answer": answer}
 
     def allowed_metrics(self) -> tuple[str, ...]:
-        return tuple(CHOICE_METRICS)
+        return metric_names("choice")
 
     def expressions(self, task: Task, template: Template) -> list[str]:
         options = template.options if template.options is not None else task.options
@@ -102,3 +102,9 @@ class ChoiceKind(TaskKind):
             "is_greedy": [r.is_greedy for r in answer], "num_tokens": [r.num_tokens for r in answer],
             "metrics": {m: metrics[m] for m in task.metrics},
         }
+
+    def stored_answer(self, fields: Mapping[str, Any]) -> tuple[Any, str | None]:
+        parts = (fields.get("logprobs"), fields.get("is_greedy"), fields.get("num_tokens"))
+        if any(part is None for part in parts) or len({len(part or ()) for part in parts}) != 1:
+            return None, "lacks its answer (logprobs, is_greedy and num_tokens, one of each per option)"
+        return tuple(ScoreResult(*values) for values in zip(*parts, strict=True)), None

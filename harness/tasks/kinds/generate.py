@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.engine.base import Backend, GenerateRequest
 from harness.errors import HarnessError
-from harness.metrics import GENERATE_METRICS, generate_metrics
+from harness.metrics import generate_metrics, metric_names
 from harness.tasks.fields import check_jinja, expect
 from harness.tasks.kinds import register_kind
 from harness.tasks.kinds.base import Renderer, TaskKind
@@ -26,7 +26,7 @@ class GenerateKind(TaskKind):
         return {"target": target}
 
     def allowed_metrics(self) -> tuple[str, ...]:
-        return tuple(GENERATE_METRICS)
+        return metric_names("generate")
 
     def check_template(self, template: Template) -> None:
         if template.options is not None:
@@ -65,6 +65,10 @@ class GenerateKind(TaskKind):
         assert row.references is not None
         return {"response": answer, "references": list(row.references),
                 "metrics": generate_metrics(answer, row.references, task.metrics, source)}
+
+    def stored_answer(self, fields: Mapping[str, Any]) -> tuple[Any, str | None]:
+        response = fields.get("response")
+        return (response, None) if response is not None else (None, "lacks its answer (response)")
 
     def generation_spec(self, task: Task) -> dict[str, Any] | None:
         return asdict(task.generation)
