@@ -93,14 +93,13 @@ def _load_file(path: str, split: str) -> list[dict[str, Any]]:
         return []  # `datasets` cannot infer a schema from nothing; the caller reports the empty split
     datasets = quiet_datasets()
     builder, options = _FORMATS[suffix]
-    try:
-        dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
+    try:  # rows are read inside too: some formats decode (and fail) only as rows are read
+        return [dict(r) for r in datasets.load_dataset(builder, data_files={split: path}, split=split, **options)]
     except Exception as exc:  # datasets raises many types for unreadable files
         cause = exc.__cause__ or exc  # datasets wraps the parser's own error, which says where the file is bad
         detail = (str(cause).strip().splitlines() or [""])[0]
         raise HarnessError(f"{path}: cannot read as {builder} ({type(cause).__name__}: {detail}); "
                            "fix the file") from None
-    return [dict(r) for r in dataset]
 
 
 def quiet_datasets() -> Any:
