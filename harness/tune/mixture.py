@@ -19,6 +19,7 @@ import json
 import random
 from dataclasses import asdict, dataclass, replace
 
+from rich.markup import escape
 from rich.table import Table
 
 from harness.chat import PLAIN, ChatFormat
@@ -257,7 +258,7 @@ def mixture_table(mixture: Mixture) -> Table:
     """Per cluster and task: examples, templates used, zero/few-shot split, options-shown share, exclusions."""
     held = ", ".join(mixture.held_out_clusters) or "none"
     table = Table(title=f"Training mixture {mixture.hash[:12]}: {len(mixture.examples)} examples",
-                  caption=f"held-out clusters (with related ones): {held}", title_justify="left")
+                  caption=f"held-out clusters (with related ones): {escape(held)}", title_justify="left")
     for column in ("cluster", "task", "examples", "templates", "0-shot", "few-shot", "options shown"):
         table.add_column(column, justify="left" if column in ("cluster", "task") else "right")
     clusters: dict[str, list[TaskRecord]] = {}
@@ -265,11 +266,11 @@ def mixture_table(mixture: Mixture) -> Table:
         clusters.setdefault(task.cluster, []).append(task)
     for cluster, tasks in clusters.items():
         for task in tasks:
-            table.add_row(cluster, task.name, *_stats([task]))
+            table.add_row(escape(cluster), task.name, *_stats([task]))
         if len(tasks) > 1:
-            table.add_row(cluster, "(all)", *_stats(tasks), style="bold")
+            table.add_row(escape(cluster), "(all)", *_stats(tasks), style="bold")
     for name, cluster, why in sorted(mixture.excluded, key=lambda e: (e[1], e[0])):
-        table.add_row(cluster, name, why, "", "", "", "", style="dim")
+        table.add_row(escape(cluster), name, escape(why), "", "", "", "", style="dim")
     return table
 
 
