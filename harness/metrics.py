@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from harness.tasks.sources import NameRegistry
+from harness.plugins import NameRegistry
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)

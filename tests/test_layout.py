@@ -21,7 +21,7 @@ MAX_LINES = 400
 LINE_LIMIT_EXCEPTIONS: dict[str, str] = {}
 
 LOW_LEVEL = ("harness.tasks", "harness.engine", "harness.seen", "harness.metrics", "harness.chat", "harness.files",
-             "harness.errors")
+             "harness.plugins", "harness.errors")
 UPPER_LEVEL = ("harness.eval", "harness.tune", "harness.analysis", "harness.report")
 CLI = ("harness.cli", "harness.commands")
 CLI_IMPORTERS = ("harness.cli", "harness.commands", "harness.__main__")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import metrics
+from harness import metrics, plugins
 from harness.chat import PLAIN
 from harness.cli import main
 from harness.engine import registry as backends
@@ -28,7 +28,7 @@ from harness.tasks.sources import register_generator, register_loader
 @pytest.fixture
 def isolated(monkeypatch):
     """Registries whose additions end with the test (the plugins loaded first, so they stay)."""
-    sources.load_plugins()
+    plugins.load_plugins()
     for table in (metrics._METRICS, sources._LOADERS, sources._GENERATORS, backends._BACKENDS):
         monkeypatch.setattr(table, "_entries", dict(table._entries))
         monkeypatch.setattr(table, "_origins", dict(table._origins))
@@ -83,14 +83,14 @@ def test_a_plugin_entry_point_registers_on_the_first_lookup_that_misses(isolated
             return {"toy_plugin_metric": 1.0}
         """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    entry = importlib.metadata.EntryPoint("toy", "toy_harness_plugin", sources.PLUGIN_GROUP)
+    entry = importlib.metadata.EntryPoint("toy", "toy_harness_plugin", plugins.PLUGIN_GROUP)
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [entry] if group == entry.group else [])
-    monkeypatch.setattr(sources, "_plugins_loaded", False)
+    monkeypatch.setattr(plugins, "_plugins_loaded", False)
     assert generate_metrics("", [""], ["toy_plugin_metric"], {}) == {"toy_plugin_metric": 1.0}
 
-    broken = importlib.metadata.EntryPoint("broken", "no_such_module_anywhere", sources.PLUGIN_GROUP)
+    broken = importlib.metadata.EntryPoint("broken", "no_such_module_anywhere", plugins.PLUGIN_GROUP)
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken])
-    monkeypatch.setattr(sources, "_plugins_loaded", False)
+    monkeypatch.setattr(plugins, "_plugins_loaded", False)
     with pytest.raises(HarnessError, match=r"^plugin 'broken' \(no_such_module_anywhere, entry point group "
                                            r"harness\.plugins\) failed to import: ModuleNotFoundError: ") as caught:
         metric_names("generate")

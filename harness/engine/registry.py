@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from harness.engine.base import Backend
 from harness.errors import HarnessError
-from harness.tasks.sources import NameRegistry
+from harness.plugins import NameRegistry
 
 DEFAULT_BACKEND = "hf"
 BackendFactory = Callable[..., Backend]

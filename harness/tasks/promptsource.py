@@ -141,9 +141,10 @@ class NotConvertible(Exception):
     """A template the harness cannot express faithfully; the message says why (one line)."""
 
 
-def _parses(env: jinja2.Environment, source: str) -> bool:
+def _compiles(env: jinja2.Environment, source: str, expression: bool = False) -> bool:
+    """Whether `source` is valid Jinja: a template, or with `expression` a single expression."""
     try:
-        env.parse(source)
+        env.compile_expression(source) if expression else env.parse(source)
     except jinja2.TemplateSyntaxError:
         return False
     return True
@@ -162,14 +163,6 @@ def _truncating(source: str, limit: int | None) -> str:
     return source if limit is None else source.replace("}}", f" | string | truncate({limit}) }}}}")
 
 
-def _expression_ok(env: jinja2.Environment, source: str) -> bool:
-    try:
-        env.compile_expression(source)
-    except jinja2.TemplateSyntaxError:
-        return False
-    return True
-
-
 def _options(template: PromptsourceTemplate, env: jinja2.Environment) -> list[str] | str:
     """A choice template's options: Jinja strings when the choices are fixed in number, else a
     list expression for the `{{ X | join("|||") }}` idiom, else not convertible."""
@@ -177,12 +170,12 @@ def _options(template: PromptsourceTemplate, env: jinja2.Environment) -> list[st
     if source is None:
         raise NotConvertible("no answer_choices, so nothing to rank; a choice task needs options")
     parts = source.split(SEPARATOR)
-    if len(parts) >= 2 and all(_parses(env, p) for p in parts):
+    if len(parts) >= 2 and all(_compiles(env, p) for p in parts):
         return [_trimmed(p) for p in parts]
     match = _JOIN_CHOICES.match(source.strip())
     if match:
         expression = f'({match["expr"].strip()}) | map("string") | map("trim") | list'
-        if _expression_ok(env, expression):
+        if _compiles(env, expression, expression=True):
             return expression
     raise NotConvertible("answer_choices builds its choices with Jinja statements; the harness needs "
                          "fixed Jinja strings or one list expression")
@@ -210,10 +203,10 @@ def _target(target_source: str | None, env: jinja2.Environment) -> str | None:
     if not match or _ANSWER_CHOICES.search(target_source):
         return None
     expression = match["expr"].strip()
-    if not _expression_ok(env, expression):
+    if not _compiles(env, expression, expression=True):
         return None
     choice = _CHOICE_TAIL.match(expression)
-    if choice and _expression_ok(env, choice["expr"]):
+    if choice and _compiles(env, choice["expr"], expression=True):
         return f'({choice["expr"].strip()}) | map("string") | map("trim") | list'
     return f"({expression}) | string | trim"
 
@@ -233,15 +226,15 @@ def convert_template(
 ) -> Converted:
     """This project's template mapping for one promptsource template, or `NotConvertible`."""
     env = make_environment()
-    if not _parses(env, template.jinja):
+    if not _compiles(env, template.jinja):
         raise NotConvertible("its Jinja does not parse")
-    if template.answer_choices is not None and not _parses(env, template.answer_choices):
+    if template.answer_choices is not None and not _compiles(env, template.answer_choices):
         raise NotConvertible("its answer_choices Jinja does not parse")
     notes: list[str] = []
     head, separator, tail = template.jinja.partition(SEPARATOR)
     if not separator:
         notes.append("no '|||' in the Jinja: the whole template is the prompt and there is no target")
-    if _parses(env, head):
+    if _compiles(env, head):
         rendered, body = head, _trimmed(_truncating(head, truncate_fields))
         target_source: str | None = tail if separator else None
     else:
