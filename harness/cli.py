@@ -73,15 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="hf",
                      help="what runs the model: hf (transformers, the default) or scripted (a dry run that loads no "
                           "model: empty generations, the shortest option chosen), or one a plugin registers")
-    run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
-    run.add_argument("--batch-tokens", type=_positive_int, default=4096, help="padded tokens per batch")
-    run.add_argument("--static-cache", action="store_true",
+    # Backend flags: each backend takes those it declares (engine/registry.py) and refuses the rest.
+    engine = run.add_argument_group("backend options")
+    engine.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    engine.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    engine.add_argument("--batch-tokens", type=_positive_int, default=4096, help="padded tokens per batch")
+    engine.add_argument("--static-cache", action="store_true",
                      help="generate with transformers' static KV cache, compiled by torch.compile on CUDA (pays off "
                           "for long generations)")
-    run.add_argument("--on-overflow", choices=("truncate", "error"), default="truncate",
+    engine.add_argument("--on-overflow", choices=("truncate", "error"), default="truncate",
                      help="a prompt longer than the model's context: cut it from the left as lm-eval does, warn and "
                           "count it in the record (truncate, the default), or refuse the run (error)")
+    run.set_defaults(backend_defaults={action.dest: action.default for action in engine._group_actions})
     run.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
     _add_data_options(run)
 

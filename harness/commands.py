@@ -55,9 +55,10 @@ def _check_data_options(registry: Registry, data_dirs: list[str], data: list[tup
 
 
 def run_command(args: argparse.Namespace, console: Console) -> None:
-    from harness.engine.registry import DEFAULT_BACKEND, get_backend
+    from harness.engine.registry import DEFAULT_BACKEND, build_backend, get_backend
 
-    make_backend = get_backend(args.backend)  # an unknown name fails before any model is built or loaded
+    get_backend(args.backend)  # an unknown name fails before any model is built or loaded
+    backend_options = {option: getattr(args, option) for option in args.backend_defaults}
 
     registry = Registry(args.task_dir)
     _check_data_options(registry, args.data_dir, args.data)
@@ -83,8 +84,7 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
     records, directories = [], []
     for model in models:
         with status(console, f"loading {model}"):
-            backend = make_backend(model, dtype=args.dtype, device=args.device, batch_tokens=args.batch_tokens,
-                                   static_cache=args.static_cache, on_overflow=args.on_overflow)
+            backend = build_backend(args.backend, model, backend_options, args.backend_defaults)
         with StageProgress(console, training=False) as progress:
             name = Path(model).name or model
             progress.begin(name, unit="samples", line_name=f"evaluating {name}")

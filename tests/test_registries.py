@@ -190,6 +190,6 @@ def test_options_the_scripted_backend_does_not_take_are_refused_in_one_line(tmp_
     assert main(["run", "--backend", "scripted", "--model", "dry", "--tasks", "parity", "--static-cache",
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "backend 'scripted' runs no model, so --static-cache does not apply" in err
+    assert len(err.splitlines()) == 1 and "backend 'scripted' does not take --static-cache; drop it" in err
     assert main(["run", "--backend", "nope", "--model", "dry", "--out", str(tmp_path)]) == 2
     assert "unknown backend 'nope'; known: hf, scripted" in capsys.readouterr().err

@@ -1,16 +1,18 @@
 """Backends by name, as `harness run --backend NAME` chooses them.
 
-A backend is registered with `@register_backend(name)` on a factory called as
-factory(model, **options) -> Backend, where `model` is the --model value and the options are the
-run's dtype, device, batch_tokens and static_cache. The built-in factories import their backend's
-module only when called, so listing or looking up backends never imports torch. Other packages
+A backend is registered with `@register_backend(name, options=...)` on a factory called as
+factory(model, **options) -> Backend, where `model` is the --model value and the options are those
+of `harness run`'s backend flags the factory declares it takes (dtype, device, ...). A flag given
+with a backend that does not take it is refused in one line instead of ignored (`build_backend`).
+The built-in factories import their backend's module only when called, so listing or looking up
+backends never imports torch. Other packages
 register theirs in a module named by a `harness.plugins` entry point (see `harness.tasks.sources`),
 which a lookup of a name not registered here imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from harness.engine.base import Backend
@@ -22,11 +24,29 @@ BackendFactory = Callable[..., Backend]
 F = TypeVar("F", bound=BackendFactory)
 
 _BACKENDS: NameRegistry[BackendFactory] = NameRegistry("backend")
+_OPTIONS: dict[str, frozenset[str]] = {}
 
 
-def register_backend(name: str) -> Callable[[F], F]:
-    """Register factory(model: str, **options) -> Backend as the backend `name`."""
+def register_backend(name: str, options: Iterable[str] = ()) -> Callable[[F], F]:
+    """Register factory(model: str, **options) -> Backend as the backend `name`; `options` names the
+    `harness run` backend flags (as argparse dests: "dtype", "base_url", ...) it takes."""
+    _OPTIONS[name] = frozenset(options)
     return _BACKENDS.decorator(name)
+
+
+def build_backend(name: str, model: str, options: dict[str, Any], defaults: dict[str, Any]) -> Backend:
+    """The backend `name` for `model`, given the options it declares. `options` holds every backend
+    flag of the command line and `defaults` their unset values: one the backend does not take, set to
+    anything but its default, is refused (a --base-url given to the transformers backend would
+    otherwise be silently ignored)."""
+    factory = get_backend(name)
+    accepted = _OPTIONS.get(name, frozenset())
+    for option, value in options.items():
+        if option not in accepted and value != defaults.get(option):
+            flag = "--" + option.replace("_", "-")
+            raise HarnessError(f"backend {name!r} does not take {flag}; drop it (`harness run --help` says which "
+                               "backend each flag is for)")
+    return factory(model, **{option: value for option, value in options.items() if option in accepted})
 
 
 def backend_names() -> tuple[str, ...]:
@@ -38,18 +58,12 @@ def get_backend(name: str) -> BackendFactory:
     return _BACKENDS.get(name)
 
 
-@register_backend("hf")
+@register_backend("hf", options=("dtype", "device", "batch_tokens", "static_cache", "on_overflow"))
 def hf_backend(model: str, **options: Any) -> Backend:
     """A transformers causal LM from a local folder or a hub id (`harness.engine.hf.HFBackend`)."""
     from harness.engine.hf import HFBackend
 
     return HFBackend(model, **options)
-
-
-# The options `harness run` passes to every backend, at the values it passes when their flags are
-# not given: a backend that runs no model takes them at these values and refuses any other.
-_NO_MODEL_OPTIONS = {"dtype": "auto", "device": None, "batch_tokens": 4096, "static_cache": False,
-                     "on_overflow": "truncate"}
 
 
 @register_backend("scripted")
@@ -58,8 +72,4 @@ def scripted_backend(model: str, **options: Any) -> Backend:
     empty and rank classification picks the shortest option (`ScriptedBackend`'s default scripts)."""
     from harness.engine.scripted import ScriptedBackend
 
-    for option, value in options.items():
-        if option not in _NO_MODEL_OPTIONS or value != _NO_MODEL_OPTIONS[option]:
-            flag = "--" + option.replace("_", "-")
-            raise HarnessError(f"backend 'scripted' runs no model, so {flag} does not apply; drop it")
     return ScriptedBackend(model)
