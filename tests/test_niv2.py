@@ -419,7 +419,13 @@ def test_metric_on_fixed_predictions_matches_official_formula():
 @needs_shared
 def test_run_scores_per_category_equal_the_official_computation(niv2_task, tmp_path):
     """Through the runner with fixed predictions: every score, overall and per group, as the official script."""
-    rows = load_rows(niv2_task, "test", NIV2)[:40]
+    taken: dict[str, int] = {}
+    rows = []  # what --limit 5 evaluates: the first 5 instances of each task, in the loader's order
+    for row in load_rows(niv2_task, "test", NIV2):
+        taken[row["task_name"]] = taken.get(row["task_name"], 0) + 1
+        if taken[row["task_name"]] <= 5:
+            rows.append(row)
+    assert len(rows) == 40
     by_input = {r["input"].strip(): (i, r) for i, r in enumerate(rows)}
     assert len(by_input) == len(rows)
 
@@ -433,7 +439,7 @@ def test_run_scores_per_category_equal_the_official_computation(niv2_task, tmp_p
         def select(self, spec: str) -> list[Task]:
             return [niv2_task]
 
-    config = RunConfig(tasks="niv2", templates="def_pos2", limit=40, data_folders=(("niv2", str(NIV2)),))
+    config = RunConfig(tasks="niv2", templates="def_pos2", limit=5, data_folders=(("niv2", str(NIV2)),))
     _, record = run_harness(config, ScriptedBackend("fixed-predictions", generate=predict), OneTask(), tmp_path,
                             run_id="r")
     predictions = [fixed_prediction(r, i) for i, r in enumerate(rows)]
@@ -460,13 +466,15 @@ def test_end_to_end_run_with_tiny_model(tiny_models, tmp_path):
     from harness.eval.record import RunRecord
 
     code = main(["run", "--model", str(tiny_models["tiny-llama"]), "--tasks", "niv2", "--data", f"niv2={NIV2}",
-                 "--limit", "16", "--out", str(tmp_path), "--run-id", "r"])
+                 "--limit", "2", "--out", str(tmp_path), "--run-id", "r"])
     assert code == 0
     record = json.loads((tmp_path / "r" / "run.json").read_text())
     assert record["counts"]["samples"] == 16 * len(ENCODINGS)
     grouped = [s for s in record["scores"] if "group" in s]
     categories = {s["group"]["value"] for s in grouped if s["group"]["field"] == "category"}
-    assert categories == set(SHARED_TASKS.values())  # interleaving: 16 rows cover all 8 tasks
+    assert categories == set(SHARED_TASKS.values())  # --limit 2: 2 instances of each of the 8 tasks
+    assert {s["group"]["value"]: s["n"] for s in grouped if s["group"]["field"] == "task_name"} == dict.fromkeys(
+        SHARED_TASKS, 2)  # per group entry, n counts one template's samples
     for score, entry in zip(record["scores"], RunRecord.from_json(record).scores, strict=True):
         assert set(score["metrics"]) == {"niv2_exact_match", "niv2_rouge_l"}
         # Ranked by ROUGE-L, NIv2's headline metric, also once run.json has sorted the metric keys.

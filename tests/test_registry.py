@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -140,3 +141,18 @@ def test_builtin_selects_only_the_offline_suite():
     builtin = registry.select("builtin")
     assert builtin and all(task.data.generator for task in builtin)
     assert {t.name for t in registry.select("all")} > {t.name for t in builtin}
+
+
+def test_limit_by_keeps_the_first_n_rows_of_each_member_task(tmp_path):
+    """A task family (NIv2) declares `data.limit_by`: --limit N is N rows of each member, in row order."""
+    from harness.tasks.rows import load_split
+
+    task = load_task(make_task(tmp_path, TASK.replace("  eval_split: test\n", "  eval_split: test\n  limit_by: member\n")))
+    members = ["a", "b", "a", "c", "a", "b", "c", "c"]
+    (tmp_path / "tasks" / "rows.jsonl").write_text(
+        "".join(json.dumps({"text": f"{m}{i}", "label": 1, "member": m}) + "\n" for i, m in enumerate(members)))
+    assert [r["text"] for r in load_split(task, "test", limit=2).rows] == ["a0", "b1", "a2", "c3", "b5", "c6"]
+    assert len(load_split(task, "test").rows) == 8
+    (tmp_path / "tasks" / "rows.jsonl").write_text('{"text": "x", "label": 1}\n')
+    with pytest.raises(HarnessError, match=r"mytask.yaml: row 0 has no field 'member', which 'data.limit_by' names"):
+        load_split(task, "test", limit=2)

@@ -6,9 +6,9 @@ in a local folder, restricted to the default test split (`test_tasks.txt`, 119 t
 `--max_num_instances_per_eval_task 100`. Each row carries the task's definition and its positive and
 negative examples, so the paper's instruction encodings are plain templates (templates/niv2/).
 
-Rows are interleaved across tasks (instance 0 of every task, then instance 1, ...). A full run sees
-the same rows in any order, but `--limit N` keeps the first N rows, and interleaving makes a small
-limit cover every task and category instead of N instances of the first task alone.
+Rows are interleaved across tasks (instance 0 of every task, then instance 1, ...), so samples of
+every task and category are written early in a run. `--limit N` keeps the first N instances of each
+task (the task file's `data.limit_by: task_name`), as the paper's first-100 protocol does.
 
 Scoring (`niv2_metric`) is Tk-Instruct's `src/compute_metrics.py`, the official scorer: exact match
 after NIv2's normalisation (SQuAD's without the article removal) and rouge-score's ROUGE-L

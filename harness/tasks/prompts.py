@@ -2,7 +2,8 @@
 
 Rendering happens in one sandboxed Jinja environment per `PromptRenderer`, created by the caller,
 never a module-level mutable global. Undefined variables raise (StrictUndefined), so a template
-that names a field the rows lack fails loudly instead of rendering an empty string.
+that names a field the rows lack fails loudly instead of rendering an empty string, and the error
+names where the fix belongs (the rows and the task file's `layouts:`, or the key that misreads them).
 
 The plain and chat layouts follow lm-eval's `fewshot_context`: plain prompts join exemplars as
 `prompt + target_delimiter + answer + fewshot_delimiter`; chat prompts put each exemplar in its own
@@ -12,6 +13,7 @@ delimiter, because the chat template's assistant header already separates prompt
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ from jinja2 import meta
 from harness.errors import HarnessError
 from harness.tasks.jinja_env import make_environment, printed_fields
 from harness.tasks.kinds import get_kind
+from harness.tasks.kinds.base import Source
 from harness.tasks.schema import RenderedRow, Task, Template
 
 
@@ -58,35 +61,58 @@ class PromptRenderer:
             self._printed[template.prompt] = printed_fields(self.env, template.prompt)
         empty = sorted(name for name in self._printed[template.prompt] if name in row and row[name] is None)
         if empty:
-            raise HarnessError(f"{where}: field {empty[0]!r} is missing or null in this row, and the template prints "
-                               "it; fix the data (or guard the field with {% if %} in the template)")
+            raise HarnessError(
+                f"{task.path}: row {row_id} of task {task.name!r}: field {empty[0]!r} is missing or null in this row, "
+                f"and template {template.path.name} prints it; fix the rows (or map the field from their columns "
+                "under 'layouts:' in the task file), or guard it with {% if %} in the template")
         try:
-            return get_kind(task.kind).render(self, task, template, row, where)
+            return get_kind(task.kind).render(self, task, template, row, row_id)
         except jinja2.UndefinedError as exc:
-            raise HarnessError(f"{where}: {exc.message}; add the field to the rows or fix the template") from None
+            raise HarnessError(f"{where}: {exc.message}; add the field to the rows (or map it under 'layouts:' in "
+                               f"{task.path}), or fix the template") from None
         except jinja2.TemplateError as exc:
             raise HarnessError(f"{where}: rendering failed ({exc}); fix the template") from None
         except RecursionError:
             raise HarnessError(f"{where}: rendering failed (recursion too deep: a macro or loop calls itself "
                                "without end); fix the template") from None
 
-    def variables(self, task: Task, template: Template) -> set[str]:
-        """Row fields a template (and the task's expressions) read, for checking against the columns."""
-        sources = [template.prompt, *get_kind(task.kind).expressions(task, template)]
-        names: set[str] = set()
-        for source in sources:
-            names |= meta.find_undeclared_variables(self.env.parse(source))
-        return names - {"options"} - set(self.env.globals)
+    def sources(self, task: Task, template: Template) -> list[Source]:
+        """What reads row fields when a template renders a row: its prompt, and the kind's sources."""
+        return [Source(template.path, "prompt", template.prompt), *get_kind(task.kind).sources(task, template)]
+
+    def fields_read(self, source: str) -> set[str]:
+        """Row fields one Jinja source reads (`options` is the renderer's own, not a row field)."""
+        return meta.find_undeclared_variables(self.env.parse(source)) - {"options"} - set(self.env.globals)
 
     def check_fields(self, task: Task, columns: Sequence[str], origin: str) -> None:
-        """Fail before any model work if a template reads a field the rows do not have."""
+        """Fail before any model work if a template or the task reads a field the rows do not have.
+
+        The error names the key where the fix belongs: the task file's `answer`/`options`/`target` when
+        they read it; for a template, the rows (map the field under the task file's `layouts:`) unless
+        the name is close to one of the columns, which is most likely the template's typo.
+        """
+        present = set(columns)
+        listed = ", ".join(columns)
         for template in task.templates:
-            missing = sorted(self.variables(task, template) - set(columns))
-            if missing:
-                raise HarnessError(
-                    f"{template.path}: uses field {missing[0]!r}, missing from the rows of {origin} "
-                    f"(columns: {', '.join(columns)}); fix the template or the data"
-                )
+            for source in self.sources(task, template):
+                missing = sorted(self.fields_read(source.text) - present)
+                if not missing:
+                    continue
+                name = missing[0]
+                close = difflib.get_close_matches(name, list(columns), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                if source.path == task.path:
+                    raise HarnessError(
+                        f"{task.path}: field {source.key!r} reads {name!r}, missing from the rows of {origin} "
+                        f"(columns: {listed}); {hint}fix {source.key!r} in the task file, or map {name!r} from "
+                        "the rows' columns under 'layouts:' there")
+                if close:  # most likely a typo in the template: the fix belongs there
+                    raise HarnessError(f"{template.path}: uses field {name!r}, missing from the rows of {origin} "
+                                       f"(columns: {listed}); {hint}fix the name in the template's {source.key!r}, "
+                                       f"or map the field under 'layouts:' in {task.path}")
+                raise HarnessError(f"{task.path}: template {template.path.name} uses field {name!r}, missing from the "
+                                   f"rows of {origin} (columns: {listed}); the rows lack it: map it from their "
+                                   "columns under 'layouts:' in this task file, or point the task at rows that have it")
 
 
 def plain_context(turns: Sequence[Turn], target_delimiter: str, fewshot_delimiter: str) -> str:

@@ -2,8 +2,9 @@
 
 Every task file is checked strictly when loaded: unknown keys, missing fields, wrong types and
 Jinja syntax errors are reported as one line naming the file and the field, so a typo never turns
-into a silently different prompt. Checks that need rows (a template using a field the rows lack)
-happen in `prompts.check_fields` once rows are loaded.
+into a silently different prompt. `layouts:` (how rows as distributed map onto the fields the task
+reads) is checked in `layouts`. Checks that need rows (a template using a field the rows lack)
+happen in `prompts.check_fields` once rows are loaded and mapped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from harness.errors import HarnessError
 from harness.files import BUILTIN_TASKS, BUILTIN_TEMPLATES, short_hash
 from harness.tasks.fields import check_jinja, check_keys, expect, parse_options, read_mapping
 from harness.tasks.kinds import get_kind, kind_names
+from harness.tasks.layouts import parse_layouts
 from harness.tasks.schema import DataSource, GenerationConfig, Task, Template, TemplateTags
 from harness.tasks.sources import generator_names, loader_names
 
@@ -25,11 +27,11 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _TASK_REQUIRED = {"name", "cluster", "kind", "data", "metrics", "templates"}
 _TASK_OPTIONAL = {
     "description", "options", "answer", "target", "generation",
-    "target_delimiter", "fewshot_delimiter", "metadata", "report_by", "related_clusters",
+    "target_delimiter", "fewshot_delimiter", "metadata", "report_by", "related_clusters", "layouts",
 }
 _DATA_KEYS = {
     "generator", "seed", "sizes", "files", "hub", "loader", "options", "eval_split", "fewshot_split", "train_split",
-    "id_field", "fewshot_sampler",
+    "id_field", "fewshot_sampler", "limit_by",
 }
 FEWSHOT_SAMPLERS = ("random", "first_n")
 _TEMPLATE_REQUIRED = {"prompt", "tags"}
@@ -120,6 +122,7 @@ def _parse_data(path: Path, raw: Any) -> DataSource:
         id_field=raw.get("id_field"),
         train_split=expect(path, "data.train_split", raw.get("train_split"), (str, type(None)), "a split name"),
         fewshot_sampler=sampler,
+        limit_by=expect(path, "data.limit_by", raw.get("limit_by"), (str, type(None)), "a row field name"),
     )
 
 
@@ -182,6 +185,7 @@ def load_task(path: Path, template_roots: Sequence[Path] | None = None) -> Task:
         ),
         report_by=tuple(expect(path, "report_by", raw.get("report_by", []), list, "a list of row field names")),
         metadata=expect(path, "metadata", raw.get("metadata", {}), dict, "a mapping"),
+        layouts=parse_layouts(path, raw["layouts"]) if "layouts" in raw else (),
     )
 
 

@@ -2,18 +2,21 @@
 
 Local files go through `datasets`, so any format it reads works (JSON lines, JSON, CSV, TSV,
 Parquet, text). Hub ids are used only when asked for and reachable; offline, the error says how to
-point the task at local files instead.
+point the task at local files instead. Whatever the source, the rows are then mapped by the task's
+`layouts:` (see `layouts`), so a release's own files read like the hub's.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.tasks.layouts import apply_layout
 from harness.tasks.schema import Task
 from harness.tasks.sources import generate_rows, get_loader
 
@@ -34,7 +37,7 @@ class DataOverrides:
     `roots` (--data-dir) are searched for a sub-folder named after the task or its hub subset (so a
     folder of SuperGLUE exports serves rte, cb and copa at once); `folders` (--data TASK=FOLDER)
     name one task's folder explicitly. Inside a folder, a split's rows are the file named after the
-    split (validation may be val or dev), or the folder's only data file.
+    split (validation may be val or dev; a round's dev_r1 may be dev), or the folder's only data file.
     """
 
     roots: tuple[str, ...] = ()
@@ -55,16 +58,24 @@ class DataOverrides:
         return None
 
 
+def _split_names(split: str) -> tuple[str, ...]:
+    """File names a split may have: its aliases, and for a per-round split (ANLI's dev_r1) also its
+    base name, as a release's round folder (anli_v1.0/R1/) names its files dev, train and test."""
+    names = _SPLIT_ALIASES.get(split, (split,))
+    base = re.sub(r"_r\d+$", "", split)
+    return names + ((base,) if base != split else ())
+
+
 def split_file(folder: Path, split: str) -> str:
     """The file holding `split` in a local folder (see `DataOverrides`)."""
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in _FORMATS)
-    for alias in _SPLIT_ALIASES.get(split, (split,)):
+    for alias in _split_names(split):
         for file in files:
             if file.stem == alias:
                 return str(file)
     if len(files) == 1:
         return str(files[0])
-    looked = ", ".join(f"{a}.*" for a in _SPLIT_ALIASES.get(split, (split,)))
+    looked = ", ".join(f"{a}.*" for a in _split_names(split))
     raise HarnessError(f"{folder}: no file for split {split!r} (looked for {looked}); rename the file")
 
 
@@ -128,7 +139,8 @@ def _load_hub(task: Task, split: str) -> list[dict[str, Any]]:
 def load_split(
     task: Task, split: str, limit: int | None = None, overrides: DataOverrides | None = None
 ) -> Split:
-    """Load one split of a task; the first `limit` rows when a limit is given."""
+    """Load one split of a task; the first `limit` rows when a limit is given (of each member task,
+    for a family that declares `data.limit_by`)."""
     source = task.data
     folder = overrides.folder_for(task) if overrides else None
     origin = source.origin
@@ -151,8 +163,11 @@ def load_split(
         rows = _load_hub(task, split)
     if not rows:
         raise HarnessError(f"{task.path}: split {split!r} of {origin} is empty; point the task at rows")
-    if limit is not None:
+    if limit is not None and not source.limit_by:
         rows = rows[:limit]
+    rows = apply_layout(task, rows, f"{origin} split {split!r}")  # before ids: a layout may map the id field
+    if limit is not None and source.limit_by:
+        rows = _first_of_each(task, rows, source.limit_by, limit)
     if source.id_field:
         missing = [i for i, r in enumerate(rows) if r.get(source.id_field) is None]
         if missing:
@@ -166,6 +181,20 @@ def load_split(
         ids = tuple(str(i) for i in range(len(rows)))
     columns = tuple(dict.fromkeys(k for r in rows for k in r))
     return Split(task.name, split, tuple(rows), ids, columns, f"{origin} split {split!r}")
+
+
+def _first_of_each(task: Task, rows: list[dict[str, Any]], field: str, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` rows of each value of `field`, in the rows' own order."""
+    taken: dict[Any, int] = {}
+    kept = []
+    for number, row in enumerate(rows):
+        if field not in row:
+            raise HarnessError(f"{task.path}: row {number} has no field {field!r}, which 'data.limit_by' names; "
+                               "fix 'data.limit_by' or the rows")
+        if taken.get(row[field], 0) < limit:
+            taken[row[field]] = taken.get(row[field], 0) + 1
+            kept.append(row)
+    return kept
 
 
 class FewshotSampler:

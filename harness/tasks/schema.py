@@ -62,6 +62,10 @@ class DataSource:
     fewshot_sampler: str = "random"
     """How k-shot exemplars are chosen: "random" (a seeded draw per row) or "first_n" (the first k rows
     of the few-shot split for every row, as MMLU's dev shots; lm-eval's `first_n` sampler)."""
+    limit_by: str | None = None
+    """A row field naming the member task of a task family (NIv2's `task_name`): `--limit N` then keeps
+    the first N rows of each member, as the NIv2 paper evaluates the first 100 instances of each
+    task, instead of the first N rows of the whole family."""
 
     @property
     def tuning_split(self) -> str | None:
@@ -81,6 +85,20 @@ class DataSource:
         if self.loader:
             return f"{self.loader} loader"
         return f"hub dataset {self.hub_path!r}" + (f" ({self.hub_name})" if self.hub_name else "")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One way a task's rows may be laid out (the hub's, an original release's), and how to map it.
+
+    A split's rows take the first of the task's layouts whose `columns` they all have; each of its
+    `fields` (field name -> Jinja expression over the raw row) then sets that field of every row, so
+    templates and the task's own expressions see one layout whatever file the rows came from.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,7 @@ class Task:
     report_by: tuple[str, ...] = ()
     related_clusters: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    layouts: tuple[Layout, ...] = ()
 
     def template(self, template_id: str) -> Template:
         for template in self.templates:

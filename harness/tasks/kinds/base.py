@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +17,22 @@ class Renderer(Protocol):
     def template(self, source: str) -> Any: ...
 
     def expression(self, source: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """A Jinja source that reads row fields, and the file and key it is written under: a field the
+    rows lack is then reported against the task file's `answer` or the template's `options`, the
+    place a fix belongs, not against whichever file happened to be rendered."""
+
+    path: Path
+    key: str
+    text: str
+
+
+def row_where(path: Path, task: Task, row_id: str) -> str:
+    """How an error about one row names its place: the file at fault, the row and the task."""
+    return f"{path}: row {row_id} of task {task.name!r}"
 
 
 class TaskKind:
@@ -34,13 +51,15 @@ class TaskKind:
     def check_template(self, template: Template) -> None:
         """Refuse a template field this kind has no use for (one line naming the file)."""
 
-    def expressions(self, task: Task, template: Template) -> list[str]:
-        """The Jinja sources, besides the prompt, that read row fields (for checking columns)."""
+    def sources(self, task: Task, template: Template) -> list[Source]:
+        """The Jinja sources, besides the prompt, that read row fields (for checking columns), each
+        with the file and key it comes from (the template's own, or the task file's)."""
         raise NotImplementedError
 
     def render(self, renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
-               where: str) -> RenderedRow:
-        """The row worded by the template: the prompt, and what may be answered and what is right."""
+               row_id: str) -> RenderedRow:
+        """The row worded by the template: the prompt, and what may be answered and what is right.
+        Errors name the file whose key is at fault (`row_where`)."""
         raise NotImplementedError
 
     def request(self, task: Task, prompt: str, row: RenderedRow, continuation_prefix: str) -> Any:

@@ -14,7 +14,7 @@ from harness.errors import HarnessError
 from harness.metrics import choice_metrics, metric_names
 from harness.tasks.fields import check_jinja, expect, parse_options
 from harness.tasks.kinds import register_kind
-from harness.tasks.kinds.base import Renderer, TaskKind
+from harness.tasks.kinds.base import Renderer, Source, TaskKind, row_where
 from harness.tasks.schema import RenderedRow, Task, Template
 
 
@@ -31,34 +31,44 @@ class ChoiceKind(TaskKind):
     def allowed_metrics(self) -> tuple[str, ...]:
         return metric_names("choice")
 
-    def expressions(self, task: Task, template: Template) -> list[str]:
-        options = template.options if template.options is not None else task.options
-        sources = ["{{ " + options + " }}"] if isinstance(options, str) else list(options or ())
+    def sources(self, task: Task, template: Template) -> list[Source]:
+        owner = template if template.options is not None else task
+        options = owner.options
+        texts = ["{{ " + options + " }}"] if isinstance(options, str) else list(options or ())
         assert task.answer is not None, "parse_fields guarantees an answer"
-        return [*sources, "{{ " + task.answer + " }}"]
+        return [*(Source(owner.path, "options", text) for text in texts),
+                Source(task.path, "answer", "{{ " + task.answer + " }}")]
 
     def render(self, renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
-               where: str) -> RenderedRow:
-        options = self._options(renderer, task, template, row, where)
-        answer_index = self._answer_index(renderer, task, row, options, where)
+               row_id: str) -> RenderedRow:
+        options = self._options(renderer, task, template, row, row_id)
+        answer_index = self._answer_index(renderer, task, row, options, row_where(task.path, task, row_id))
         if "options" in row:
-            raise HarnessError(f"{where}: the row has a field named 'options', which templates of choice "
-                               "tasks use for the answer options; rename the field in the data")
+            raise HarnessError(f"{row_where(task.path, task, row_id)}: the row has a field named 'options', which "
+                               "templates of choice tasks use for the answer options; rename the field in the "
+                               "data (or map it to another name under 'layouts:' in the task file)")
         prompt = renderer.template(template.prompt).render({**row, "options": list(options)})
         return RenderedRow(prompt, options, answer_index, None)
 
     @staticmethod
     def _options(renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
-                 where: str) -> tuple[str, ...]:
-        spec = template.options if template.options is not None else task.options
-        if isinstance(spec, str):
-            value = renderer.expression(spec)(**row)
-            if isinstance(value, jinja2.Undefined) or not isinstance(value, (list, tuple)):
-                raise HarnessError(f"{where}: options expression {spec!r} must give a list, got {value!r}")
-            options = tuple(str(v) for v in value)
-        else:
-            assert spec is not None, "registry guarantees options on choice tasks"
-            options = tuple(renderer.template(o).render(**row) for o in spec)
+                 row_id: str) -> tuple[str, ...]:
+        owner = template if template.options is not None else task
+        spec = owner.options
+        where = row_where(owner.path, task, row_id)
+        try:
+            if isinstance(spec, str):
+                value = renderer.expression(spec)(**row)
+                if isinstance(value, jinja2.Undefined) or not isinstance(value, (list, tuple)):
+                    raise HarnessError(f"{where}: options expression {spec!r} must give a list, got {value!r}; "
+                                       "fix 'options' (or map the rows under 'layouts:' in the task file)")
+                options = tuple(str(v) for v in value)
+            else:
+                assert spec is not None, "registry guarantees options on choice tasks"
+                options = tuple(renderer.template(o).render(**row) for o in spec)
+        except jinja2.UndefinedError as exc:
+            raise HarnessError(f"{where}: field 'options': {exc.message}; add the field to the rows (or map it "
+                               f"under 'layouts:' in {task.path}), or fix 'options'") from None
         if template.options is not None and task.options is not None and not isinstance(task.options, str):
             if len(options) != len(task.options):
                 raise HarnessError(f"{template.path}: field 'options' has {len(options)} entries, "
@@ -70,18 +80,31 @@ class ChoiceKind(TaskKind):
     @staticmethod
     def _answer_index(renderer: Renderer, task: Task, row: Mapping[str, Any], options: Sequence[str],
                       where: str) -> int:
+        """The right option's index. Every failure names the task file's `answer` key: the expression, or
+        the labels it reads (then mapped under `layouts:`), is where the fix belongs."""
         assert task.answer is not None, "registry guarantees an answer on choice tasks"
-        value = renderer.expression(task.answer)(**row)
-        if isinstance(value, bool) or isinstance(value, jinja2.Undefined):
-            raise HarnessError(f"{where}: answer expression {task.answer!r} gave {value!r}, not an index")
+        fix = "fix 'answer' in the task file, or map the rows' labels under 'layouts:' there"
+        try:
+            value = renderer.expression(task.answer)(**row)
+        except jinja2.UndefinedError as exc:
+            raise HarnessError(f"{where}: field 'answer' ({task.answer!r}): {exc.message}; {fix}") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            raise HarnessError(f"{where}: field 'answer' ({task.answer!r}) failed on this row "
+                               f"({type(exc).__name__}: {exc}); {fix}") from None
+        if isinstance(value, jinja2.Undefined):
+            raise HarnessError(f"{where}: field 'answer' ({task.answer!r}): {value._undefined_message}; {fix}")
+        if isinstance(value, bool):
+            raise HarnessError(f"{where}: answer expression {task.answer!r} gave {value!r}, not an index; {fix}")
         if isinstance(value, int):
             if not 0 <= value < len(options):
-                raise HarnessError(f"{where}: answer index {value} is outside the {len(options)} options")
+                raise HarnessError(f"{where}: answer index {value} is outside the {len(options)} options "
+                                   f"(field 'answer': {task.answer!r}); {fix}")
             return value
         if isinstance(value, str) and value in options:
             return options.index(value)
         raise HarnessError(
-            f"{where}: answer {value!r} is neither an option index nor one of the options {list(options)}"
+            f"{where}: answer {value!r} (field 'answer': {task.answer!r}) is neither an option index nor one of "
+            f"the options {list(options)}; {fix}"
         )
 
     def request(self, task: Task, prompt: str, row: RenderedRow, continuation_prefix: str) -> ChoiceRequest:

@@ -7,12 +7,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from harness.engine.base import Backend, GenerateRequest
 from harness.errors import HarnessError
 from harness.metrics import generate_metrics, metric_names
 from harness.tasks.fields import check_jinja, expect
 from harness.tasks.kinds import register_kind
-from harness.tasks.kinds.base import Renderer, TaskKind
+from harness.tasks.kinds.base import Renderer, Source, TaskKind, row_where
 from harness.tasks.schema import RenderedRow, Task, Template
 
 
@@ -32,21 +34,27 @@ class GenerateKind(TaskKind):
         if template.options is not None:
             raise HarnessError(f"{template.path}: field 'options' is only for choice tasks")
 
-    def expressions(self, task: Task, template: Template) -> list[str]:
-        expression = template.target or task.target
-        return ["{{ " + expression + " }}"] if expression else []
+    def sources(self, task: Task, template: Template) -> list[Source]:
+        owner = template if template.target else task
+        return [Source(owner.path, "target", "{{ " + owner.target + " }}")] if owner.target else []
 
     def render(self, renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
-               where: str) -> RenderedRow:
-        references = self._references(renderer, task, template, row, where)
+               row_id: str) -> RenderedRow:
+        references = self._references(renderer, task, template, row, row_id)
         return RenderedRow(renderer.template(template.prompt).render(**row), None, None, references)
 
     @staticmethod
     def _references(renderer: Renderer, task: Task, template: Template, row: Mapping[str, Any],
-                    where: str) -> tuple[str, ...]:
-        expression = template.target or task.target
+                    row_id: str) -> tuple[str, ...]:
+        owner = template if template.target else task
+        expression = owner.target
         assert expression is not None, "registry guarantees a target on generate tasks"
-        value = renderer.expression(expression)(**row)
+        where = row_where(owner.path, task, row_id)
+        try:
+            value = renderer.expression(expression)(**row)
+        except jinja2.UndefinedError as exc:
+            raise HarnessError(f"{where}: field 'target' ({expression!r}): {exc.message}; fix 'target', or map "
+                               f"the field under 'layouts:' in {task.path}") from None
         if isinstance(value, str):
             return (value,)
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):

@@ -1,0 +1,40 @@
+"""The `lm_eval_copa` template words COPA exactly as lm-eval's own `copa` task does, so the two scores
+are comparable (README: "Benchmark a real checkpoint")."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.tasks.prompts import PromptRenderer
+from harness.tasks.registry import Registry
+from tests.conftest import SHARED_DATA
+
+
+def _lm_eval_copa_utils():
+    import lm_eval
+
+    path = Path(lm_eval.__file__).parent / "tasks" / "super_glue" / "copa" / "utils.py"
+    spec = importlib.util.spec_from_file_location("lm_eval_copa_utils", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "superglue" / "copa").is_dir(), reason="../shared/data/superglue is absent")
+def test_lm_eval_copa_template_renders_lm_evals_prompt_choices_and_answer():
+    utils = _lm_eval_copa_utils()
+    task = Registry().tasks["copa"]
+    template = task.template("lm_eval_copa")
+    renderer = PromptRenderer()
+    rows = [json.loads(line) for line in (SHARED_DATA / "superglue" / "copa" / "val.jsonl").read_text().splitlines()]
+    assert len(rows) == 100
+    for row in rows:
+        rendered = renderer.render_row(task, template, row, str(row["idx"]))
+        # lm-eval joins context and choice with its target_delimiter " "; its choices carry the space.
+        assert rendered.prompt == utils.doc_to_text(row)
+        assert [task.target_delimiter + option for option in rendered.options] == utils.doc_to_choice(row)
+        assert rendered.options[rendered.answer_index] == utils.doc_to_target(row)[1:]
