@@ -66,7 +66,7 @@ def test_malformed_task_file_in_task_dir(tmp_path, capsys):
 
 @pytest.mark.parametrize(("rows", "expected"), [
     ("", "split 'test' of local files"),
-    ('{"other": 1, "label": 0}\n', "t1.yaml: uses field 'text', missing from the rows of local files"),
+    ('{"other": 1, "label": 0}\n', "mytask.yaml: template t1.yaml uses field 'text', missing from the rows of local files"),
     ('{"text": "a", "label": 7}\n', "row 0 of task 'mytask': answer index 7 is outside the 2 options"),
 ])
 def test_bad_rows_fail_before_a_run_directory_looks_complete(tiny_models, tmp_path, capsys, rows, expected):
@@ -111,3 +111,15 @@ def test_data_dir_points_a_task_at_local_rows(tiny_models, tmp_path, capsys):
     assert sample["prompt"] == "Is local row true?" and sample["answer_index"] == 1
     record = json.loads((tmp_path / "out" / "r" / "run.json").read_text())
     assert record["config"]["data_dirs"] == [str((tmp_path / "local").resolve())]
+
+
+def test_the_score_table_shows_every_metric_of_a_generation_task(tmp_path, capsys):
+    """extract_city declares exact_match and f1: both get a line per template, not only the first."""
+    assert main(["run", "--backend", "scripted", "--model", "dry", "--tasks", "extract_city", "--limit", "3",
+                 "--templates", "all", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    record = json.loads(next(tmp_path.glob("*/run.json")).read_text())
+    templates = {score["template"] for score in record["scores"]}
+    table_lines = [line for line in out.splitlines() if "extract_city" in line]
+    for metric in ("exact_match", "f1"):
+        assert sum(metric in line for line in table_lines) == len(templates), metric

@@ -31,7 +31,9 @@ def _cell(metric: MetricScore) -> str:
 
 
 def score_table(record: RunRecord) -> Table:
-    """One line per (task, template), one column per shot count: the primary metric, mean ± stderr (%)."""
+    """Per (task, template), a line for each of its metrics (the primary one first), one column per
+    shot count: mean ± stderr (%). Every metric is shown: NIv2's ROUGE-L beside its exact match, an
+    extraction task's F1 beside exact match, acc_norm beside acc, as the JSON has them."""
     shots = record.shot_counts
     table = Table(title=_t(f"{record.run_id}  ({record.spec.model_name})"), title_justify="left")
     labelled = record.labelled  # from the model's training manifest or `--seen`
@@ -44,10 +46,12 @@ def score_table(record: RunRecord) -> Table:
         rows[(score.cluster, score.task, score.template)][score.shots] = score
     for (cluster, task, template), by_shots in sorted(rows.items()):
         first = next(iter(by_shots.values()))
-        metric = first.primary
-        cells = [_cell(by_shots[k].metrics[metric]) if k in by_shots else "" for k in shots]
         seen = [(first.seen_status or "").replace("_", " ")] if labelled else []
-        table.add_row(_t(cluster), _t(task), _t(template), *seen, _t(metric), *cells)
+        names = dict.fromkeys([first.primary, *sorted(m for s in by_shots.values() for m in s.metrics)])
+        for metric in names:
+            cells = [_cell(by_shots[k].metrics[metric]) if k in by_shots and metric in by_shots[k].metrics else ""
+                     for k in shots]
+            table.add_row(_t(cluster), _t(task), _t(template), *seen, _t(metric), *cells)
     return table
 
 
