@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="task and/or cluster names the model was tuned on, for a model without a "
                           "training_manifest.json: scores are labelled seen, held out task (another task of the "
                           "cluster is seen) or held out cluster")
-    run.add_argument("--limit", type=_positive_int, help="evaluate only the first N rows of each task")
+    run.add_argument("--limit", type=_positive_int,
+                     help="evaluate only the first N rows of each task; of each member task for a task family "
+                          "(niv2: N instances of each of its tasks, as the paper's first 100)")
     run.add_argument("--seed", type=int, default=1234, help="few-shot and bootstrap seed")
     run.add_argument("--out", type=Path, default=Path("results"), help="parent folder of run directories")
     run.add_argument("--run-id", help="run directory name (default: model name + a hash of the run spec)")
@@ -71,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fewshot-single-turn", action="store_true",
                      help="under a chat template, put exemplars in one user turn instead of one turn each")
     run.add_argument("--backend", default="hf",
-                     help="what runs the model: hf (transformers, the default) or scripted (a dry run that loads no "
-                          "model: empty generations, the shortest option chosen), or one a plugin registers")
+                     help="what runs the model: hf (transformers, the default), openai-completions or openai-chat "
+                          "(an OpenAI-compatible server: vLLM, SGLang, TGI, llama-cpp-python; see --base-url), "
+                          "scripted (a dry run that loads no model: empty generations, the shortest option chosen), "
+                          "or one a plugin registers")
     # Backend flags: each backend takes those it declares (engine/registry.py) and refuses the rest.
     engine = run.add_argument_group("backend options")
     engine.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
@@ -84,6 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--on-overflow", choices=("truncate", "error"), default="truncate",
                      help="a prompt longer than the model's context: cut it from the left as lm-eval does, warn and "
                           "count it in the record (truncate, the default), or refuse the run (error)")
+    engine.add_argument("--gguf-file", metavar="NAME",
+                        help="the GGUF file inside the --model folder (or give --model FILE.gguf): converted once "
+                             "to a transformers folder in the harness cache, keyed by the file's sha256")
+    engine.add_argument("--revision", metavar="REV", help="branch, tag or commit of a hub model (recorded)")
+    engine.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model's own code from the hub (transformers' trust_remote_code; off by default)")
+    engine.add_argument("--device-map", metavar="MAP",
+                        help="place the model over devices with accelerate: auto, balanced, balanced_low_0, "
+                             "sequential, or a JSON file mapping module names to devices (instead of --device)")
+    engine.add_argument("--max-memory", metavar="LIMITS",
+                        help="per-device limits for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
+    engine.add_argument("--base-url", metavar="URL",
+                        help="openai-completions/openai-chat: the OpenAI-compatible server, e.g. http://127.0.0.1:8000")
+    engine.add_argument("--model-name", metavar="NAME",
+                        help="openai-*: the model name sent to the server (default: the --model value, which names "
+                             "the run)")
+    engine.add_argument("--concurrency", type=_positive_int, default=8, help="openai-*: requests in flight (default 8)")
+    engine.add_argument("--api-key-env", metavar="VAR",
+                        help="openai-*: the environment variable holding the server's API key (never recorded)")
+    engine.add_argument("--request-timeout", type=float, default=600.0, metavar="SECONDS",
+                        help="openai-*: seconds to wait for one answer before retrying it (default 600)")
+    engine.add_argument("--max-retries", type=int, default=6,
+                        help="openai-*: retries of a request on 429, 5xx, a timeout or a dropped connection, with "
+                             "exponential backoff (default 6)")
     run.set_defaults(backend_defaults={action.dest: action.default for action in engine._group_actions})
     run.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
     _add_data_options(run)
@@ -159,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     report.add_argument("--title", help="the page title (default: Evaluation report)")
 
-    templates = commands.add_parser("templates", help="import template files from other formats")
+    templates = commands.add_parser("templates", help="import template files from other formats, or generate "
+                                    "format variants of a task's templates")
     template_commands = templates.add_subparsers(dest="templates_command", required=True)
     promptsource = template_commands.add_parser(
         "import-promptsource", help="convert a promptsource templates.yaml into template files")
@@ -173,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     promptsource.add_argument("--truncate-fields", type=_positive_int, metavar="N",
                               help="cut every {{ ... }} output to N characters, as promptsource's apply() does "
                                    "with 2048 (default: no cut)")
+    vary = template_commands.add_parser(
+        "vary", help="write format variants of a task's templates (separators, casing, enumerators, answer cue)")
+    vary.add_argument("task", help="the task whose templates are varied")
+    vary.add_argument("--n", type=int, default=50, help="variants in all, spread over the templates (default 50)")
+    vary.add_argument("--seed", type=int, default=0, help="the draw's seed: the same seed writes the same files "
+                      "(default 0)")
+    vary.add_argument("--out", type=Path, help="folder for tasks/TASK.yaml and templates/FOLDER/*.yaml, to pass "
+                      "to `harness run --task-dir OUT/tasks` (default: ./templates-vary)")
+    vary.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
+    vary.add_argument("--overwrite", action="store_true", help="replace the variants an earlier run wrote there")
     return parser
 
 

@@ -35,6 +35,13 @@ BUILTIN_TEMPLATES = (
 """The built-in templates, one folder per task: the wheel's `harness/builtin_templates/`, else `templates/`."""
 
 
+def cache_root() -> Path:
+    """Where the harness keeps what it builds or saves between runs: $HARNESS_CACHE, else
+    ~/.cache/harness (tests point it at a temporary folder)."""
+    env = os.environ.get("HARNESS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "harness"
+
+
 def short_hash(data: bytes) -> str:
     """The 16-hex-digit sha256 prefix used for every content hash in run records."""
     return hashlib.sha256(data).hexdigest()[:16]

@@ -146,10 +146,10 @@ def test_a_registered_backend_is_built_by_name(isolated):
     def toy(model, **options):
         return ScriptedBackend(model, describe_extra={"options": options})
 
-    assert backends.backend_names() == ("hf", "scripted", "toy")
+    assert backends.backend_names() == ("hf", "scripted", "openai-completions", "openai-chat", "toy")
     assert backends.get_backend("toy")("m", dtype="auto").describe() == {
         "model": "m", "local_path": None, "options": {"dtype": "auto"}}
-    with pytest.raises(HarnessError, match=r"^unknown backend 'nope'; known: hf, scripted, toy$"):
+    with pytest.raises(HarnessError, match=r"^unknown backend 'nope'; known: hf, openai-chat, openai-completions, scripted, toy$"):
         backends.get_backend("nope")
 
 
@@ -192,4 +192,4 @@ def test_options_the_scripted_backend_does_not_take_are_refused_in_one_line(tmp_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "backend 'scripted' does not take --static-cache; drop it" in err
     assert main(["run", "--backend", "nope", "--model", "dry", "--out", str(tmp_path)]) == 2
-    assert "unknown backend 'nope'; known: hf, scripted" in capsys.readouterr().err
+    assert "unknown backend 'nope'; known: hf, openai-chat, openai-completions, scripted" in capsys.readouterr().err

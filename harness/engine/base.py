@@ -6,7 +6,9 @@ batch of work. A backend may yield finer than its batches (the transformers back
 yields each generation as its row finishes), so a crash loses only what was still in flight.
 Requests a resumed run already has are passed as `done`; a backend skips every batch made only of
 those, and plans its batches over the whole list so the rest are computed exactly as an
-uninterrupted run computes them.
+uninterrupted run computes them. A backend may also offer `plan_batches(requests)`: the batches, as
+lists of request indices, that `score` or `generate` would run the list in, computing nothing; a
+data-parallel run then gives each process whole batches (`harness.eval.shares`).
 """
 
 from __future__ import annotations

@@ -22,14 +22,7 @@ from harness.engine.backoff import stream_with_oom_backoff, with_oom_backoff
 from harness.engine.base import ChoiceRequest, GenerateRequest, ScoreResult
 from harness.engine.batching import CALL_COST, DECODE_CACHE_FACTOR, shared_prefix_batches, token_budget_batches
 from harness.engine.greedy import StopChecker, greedy_loop_blocker, greedy_rows
-from harness.engine.hf_model import (
-    attention_pair_cost,
-    describe_model,
-    load_causal_lm,
-    model_location,
-    resolve_device,
-    start_weights_digest,
-)
+from harness.engine.hf_model import attention_pair_cost, load_model
 from harness.engine.overflow import check_on_overflow, handle_overflow
 from harness.engine.scoring import (
     has_plain_cache,
@@ -65,7 +58,8 @@ class _ScorePlan:
 
 
 class HFBackend:
-    """A causal LM and its tokenizer, loaded from a local folder or a hub id.
+    """A causal LM and its tokenizer, loaded from a local folder, a hub id or a GGUF file, on one
+    device or placed over several by accelerate (`loading`: the other flags `hf_model.load_model` takes).
 
     `fast=True` (the default) scores the options of a question as one prefix tree and generates with
     the harness's own greedy loop; `fast=False` keeps the plain layout (one row per option, as
@@ -91,20 +85,19 @@ class HFBackend:
         share_prefixes: bool = True,
         static_cache: bool = False,
         on_overflow: str = "truncate",
+        **loading: Any,
     ) -> None:
         self.on_overflow = check_on_overflow(on_overflow)
         self.truncated = 0
-        model = model_location(model)
-        self.model_id = model
-        self.device = resolve_device(device)
-        self.tokenizer, self.model, torch_dtype = load_causal_lm(model, dtype, self.device)
-        self._weights_digest = start_weights_digest(model)
+        self._loaded = load_model(model, dtype=dtype, device=device, **loading)
+        self.model_id, self.tokenizer, self.model = self._loaded.model_id, self._loaded.tokenizer, self._loaded.model
+        self.device = self._loaded.device
         if self.device.type == "cpu":
             # Denormal floats make CPU matmuls many times slower; flushing them changes nothing measurable.
             torch.set_flush_denormal(True)
         self._accepts_logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.vocab_width = self.model.get_output_embeddings().weight.shape[0]
-        self.dtype = torch_dtype
+        self.dtype = self._loaded.dtype
         self.batch_tokens = batch_tokens
         config_length = getattr(self.model.config, "max_position_embeddings", None)
         self.max_length = max_length or config_length or DEFAULT_MAX_LENGTH
@@ -144,8 +137,7 @@ class HFBackend:
 
     def describe(self) -> dict[str, Any]:
         return {
-            **describe_model(self.model_id, self.model, self.tokenizer, self._weights_digest, self.dtype, self.device,
-                             self.max_length),
+            **self._loaded.describe(self.max_length),
             # How numbers were computed: the layouts agree to float rounding, not bit for bit.
             "engine": {
                 "scoring": "prefix-tree" if self._tree_blocker is None else "plain",
@@ -247,21 +239,29 @@ class HFBackend:
         def run(batch: list[int]) -> list[tuple[int, tuple[ScoreResult, ...]]]:
             return self._score_batch(batch, plan)
 
+        skipped = set(done)
+        for batch in self._score_batches(plan):
+            if not skipped.issuperset(batch):
+                yield with_oom_backoff(batch, run, self.device)
+
+    def _score_batches(self, plan: _ScorePlan) -> list[list[int]]:
         # Trees and plain rows are planned apart (a batch is one layout), each a pure function of
         # the whole request list, so a resumed run meets the same batch shapes.
-        skipped = set(done)
+        batches = []
         for tree_layout in (True, False):
             members = [i for i, t in enumerate(plan.trees) if (t is not None) == tree_layout]
-            if tree_layout:
-                batches = self._tree_batches(plan, members)
-            else:
-                batches = token_budget_batches([max(len(w) for w in plan.windows[i]) for i in members],
-                                               self.batch_tokens, [len(plan.windows[i]) for i in members],
-                                               self._call_cost)
-            for positions in batches:
-                batch = [members[p] for p in positions]
-                if not skipped.issuperset(batch):
-                    yield with_oom_backoff(batch, run, self.device)
+            planned = self._tree_batches(plan, members) if tree_layout else token_budget_batches(
+                [max(len(w) for w in plan.windows[i]) for i in members], self.batch_tokens,
+                [len(plan.windows[i]) for i in members], self._call_cost)
+            batches += [[members[p] for p in positions] for positions in planned]
+        return batches
+
+    def plan_batches(self, requests: Sequence[ChoiceRequest] | Sequence[GenerateRequest]) -> list[list[int]]:
+        """The batches (request indices) `score` or `generate` runs `requests` in, for data-parallel
+        processes to take whole ones (`harness.eval.shares`); nothing is computed or counted."""
+        if requests and isinstance(requests[0], GenerateRequest):
+            return self._generation_batches(requests, self._generation_contexts(requests)[0])  # type: ignore[arg-type]
+        return self._score_batches(self._plan_scores(requests))  # type: ignore[arg-type]
 
     def _score_batch(self, batch: list[int], plan: _ScorePlan) -> list[tuple[int, tuple[ScoreResult, ...]]]:
         trees = [plan.trees[i] for i in batch]
@@ -291,6 +291,19 @@ class HFBackend:
         step as soon as they do, so a kill loses only rows still decoding; `model.generate` (fast=False,
         static_cache, a model the loop cannot reproduce) ends every row of a call together, so there
         each batch is yielded whole. A batch runs whole when any of its requests is not in `done`."""
+        contexts, cut = self._generation_contexts(requests)
+        self.truncated += handle_overflow(self.on_overflow, "generation", cut, len(requests), self.max_length)
+
+        def run(batch: list[int]) -> Iterator[list[tuple[int, str]]]:
+            return self._generate_batch(batch, requests, contexts)
+
+        skipped = set(done)
+        for batch in self._generation_batches(requests, contexts):
+            if not skipped.issuperset(batch):
+                yield from stream_with_oom_backoff(batch, run, self.device)
+
+    def _generation_contexts(self, requests: Sequence[GenerateRequest]) -> tuple[list[list[int]], dict[int, Any]]:
+        """Each prompt's ids, cut from the left to leave room for its new tokens, and the cut ones."""
         contexts, cut = [], {}
         for index, (request, ids) in enumerate(zip(requests, self._encode_batch([r.context for r in requests]),
                                                    strict=True)):
@@ -303,15 +316,7 @@ class HFBackend:
                 cut[index] = (f"its prompt of {len(ids)} tokens plus max_new_tokens {request.max_new_tokens} is "
                               f"{len(ids) + request.max_new_tokens} tokens", room)
             contexts.append(ids[-room:])
-        self.truncated += handle_overflow(self.on_overflow, "generation", cut, len(requests), self.max_length)
-
-        def run(batch: list[int]) -> Iterator[list[tuple[int, str]]]:
-            return self._generate_batch(batch, requests, contexts)
-
-        skipped = set(done)
-        for batch in self._generation_batches(requests, contexts):
-            if not skipped.issuperset(batch):
-                yield from stream_with_oom_backoff(batch, run, self.device)
+        return contexts, cut
 
     def _generation_batches(self, requests: Sequence[GenerateRequest], contexts: list[list[int]]) -> list[list[int]]:
         """Generation batches, a pure function of the requests (so a resumed run meets the same shapes).

@@ -1,9 +1,10 @@
 """Loading a transformers causal LM and its tokenizer for `HFBackend`, and describing them.
 
 Kept apart from the backend's batching, scoring and generation because none of that depends on how
-the weights were found: this module turns a folder or hub id into a model on a device (with one
-actionable line when it cannot), starts hashing the weights in the background, and writes the
-model's part of the run record.
+the weights were found: this module turns a folder, a hub id (at a --revision) or a GGUF file (via
+its cached conversion, `harness.engine.gguf`) into a model on a device or spread over devices by
+accelerate (--device-map, --max-memory), with one actionable line when it cannot, starts hashing
+the weights in the background, and writes the model's part of the run record.
 
 What fails here fails before any work, so each failure a user can cause (a device the machine lacks,
 a mistyped folder, a damaged weights file) is checked up front and named in one line, instead of a
@@ -17,11 +18,13 @@ import json
 import os
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.engine.gguf import GGUFSource, converted_folder, gguf_path, read_source
 from harness.engine.weights import TOKENIZER_PATTERNS, WEIGHTS_PATTERNS, files_digest
 from harness.errors import HarnessError
 
@@ -112,24 +115,126 @@ def attention_pair_cost(model: torch.nn.Module) -> float:
     return 2 * hidden * layers / body
 
 
-def load_causal_lm(model: str, dtype: str, device: torch.device) -> tuple[Any, torch.nn.Module, torch.dtype]:
-    """(tokenizer, model in eval mode on `device`, its dtype); `dtype` "auto" is float32 on a CPU, else bfloat16."""
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How accelerate is to spread a model over devices: `device_map` (a strategy, or module name ->
+    device as read from a JSON file), `max_memory` (device -> limit), and how the flag was given."""
+
+    device_map: str | dict[str, int | str]
+    max_memory: dict[int | str, str] | None
+    requested: str
+
+
+def parse_placement(device_map: str | None, max_memory: str | None, device: str | None) -> Placement | None:
+    """--device-map and --max-memory as `from_pretrained` takes them, or None without --device-map."""
+    if device_map is None:
+        if max_memory is not None:
+            raise HarnessError(f"--max-memory {max_memory} limits what --device-map places on each device; add "
+                               "--device-map auto (or balanced, sequential)")
+        return None
+    if device is not None:
+        raise HarnessError(f"--device {device} with --device-map {device_map}: a device map places the model "
+                           "itself; give one of the two")
+    limits = _parse_max_memory(max_memory) if max_memory is not None else None
+    if device_map in DEVICE_MAP_STRATEGIES:
+        return Placement(device_map, limits, device_map)
+    path = Path(device_map)
+    if not path.is_file():
+        raise HarnessError(f"--device-map {device_map}: neither a strategy ({', '.join(DEVICE_MAP_STRATEGIES)}) nor "
+                           "a JSON file mapping module names to devices")
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise HarnessError(f"--device-map {device_map}: not a JSON file ({_first_line(exc)}); write an object "
+                           'such as {"model.embed_tokens": 0, "model.layers": 0, "lm_head": "cpu"}') from None
+    if not isinstance(mapping, dict) or not mapping or not all(
+            isinstance(v, (int, str)) and not isinstance(v, bool) for v in mapping.values()):
+        raise HarnessError(f"--device-map {device_map}: the JSON must be a non-empty object of module name -> "
+                           'device (0, 1, "cpu", "disk")')
+    return Placement(mapping, limits, str(path.resolve()))
+
+
+def _parse_max_memory(text: str) -> dict[int | str, str]:
+    """"0=20GiB,1=20GiB,cpu=64GiB" -> {0: "20GiB", 1: "20GiB", "cpu": "64GiB"}, each size checked."""
+    from accelerate.utils import convert_file_size_to_int
+
+    limits: dict[int | str, str] = {}
+    for part in text.split(","):
+        device, sep, size = (p.strip() for p in part.partition("="))
+        try:
+            valid = bool(sep and device and size) and convert_file_size_to_int(size) > 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise HarnessError(f"--max-memory {text}: {part.strip()!r} is not DEVICE=SIZE; write e.g. "
+                               "0=20GiB,1=20GiB,cpu=64GiB (GPU index, cpu or disk, then a size)")
+        limits[int(device) if device.isdigit() else device] = size
+    return limits
+
+
+def placement_summary(placement: Placement, model: torch.nn.Module) -> dict[str, Any]:
+    """The record's account of where accelerate put the model: the flags, then per device how many
+    of `hf_device_map`'s modules and how many parameters (each shared tensor counted once) it holds."""
+    device_map = getattr(model, "hf_device_map", None) or {"": str(next(model.parameters()).device)}
+    devices: dict[str, dict[str, int]] = {}
+    seen: set[int] = set()
+    for name, device in device_map.items():
+        entry = devices.setdefault(str(device), {"modules": 0, "parameters": 0})
+        entry["modules"] += 1
+        for parameter in model.get_submodule(name).parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                entry["parameters"] += parameter.numel()
+    return {
+        "device_map": placement.requested,
+        "max_memory": {str(k): v for k, v in placement.max_memory.items()} if placement.max_memory else None,
+        "devices": dict(sorted(devices.items())),
+    }
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """What `--dtype auto` means: float32 on a CPU; on CUDA bfloat16 where the GPU computes in it
+    (Ampere and later), else float16 (a V100 or T4 emulates bfloat16 slowly or not at all)."""
+    if device.type == "cpu":
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def load_causal_lm(model: str, dtype: str, device: torch.device, *, revision: str | None = None,
+                   trust_remote_code: bool = False,
+                   placement: Placement | None = None) -> tuple[Any, torch.nn.Module, torch.dtype]:
+    """(tokenizer, model in eval mode, its dtype). Without `placement` the model is moved to `device`;
+    with one accelerate places its modules (`from_pretrained(device_map=..., max_memory=...)`) and
+    nothing is moved afterwards."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype != "auto" and dtype not in DTYPES:
         raise HarnessError(f"--dtype {dtype!r} is not supported; use auto, {', '.join(DTYPES)}")
-    torch_dtype = DTYPES.get(dtype, torch.float32 if device.type == "cpu" else torch.bfloat16)
+    torch_dtype = DTYPES.get(dtype) or default_dtype(device)
     local = Path(model).is_dir()
     if local:
         check_weight_files(Path(model))
+    hub = {"revision": revision, "trust_remote_code": trust_remote_code}
+    where = {}
+    if placement is not None:  # copies: from_pretrained rewrites them in place (sizes become byte counts)
+        where["device_map"] = dict(placement.device_map) if isinstance(placement.device_map, dict) \
+            else placement.device_map
+        where["max_memory"] = dict(placement.max_memory) if placement.max_memory else None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(model, **hub)
+        loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **hub, **where)
+        if placement is None:
+            loaded = loaded.to(device)
     except (OSError, ValueError, KeyError) as exc:
-        where = "" if local else ", and no such local folder exists"
+        where_text = "" if local else ", and no such local folder exists"
         raise HarnessError(
-            f"{model}: cannot load a causal LM ({_first_line(exc)}){where}; pass a folder with config.json, "
+            f"{model}: cannot load a causal LM ({_first_line(exc)}){where_text}; pass a folder with config.json, "
             "weights and tokenizer files, or a hub id when online"
         ) from None
     except SafetensorError as exc:  # a damaged file the header check cannot see, or one in the hub cache
@@ -137,6 +242,58 @@ def load_causal_lm(model: str, dtype: str, device: torch.device) -> tuple[Any, t
                            "the model") from None
     loaded.eval()
     return tokenizer, loaded, torch_dtype
+
+
+@dataclass
+class LoadedModel:
+    """A model and tokenizer as `HFBackend` uses them, with what the run record says of their origin."""
+
+    model_id: str  # the --model value (a GGUF file's path as given)
+    folder: str  # what transformers loaded: the --model folder or hub id, or a GGUF file's conversion
+    tokenizer: Any
+    model: torch.nn.Module
+    dtype: torch.dtype
+    device: torch.device  # where inputs go: the given device, or that of the input embeddings when placed
+    weights_digest: Future[str | None] | None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    gguf: GGUFSource | None = None
+    placement: Placement | None = None
+
+    def describe(self, max_length: int) -> dict[str, Any]:
+        described = describe_model(self.folder, self.model, self.tokenizer, self.weights_digest, self.dtype,
+                                   self.device, max_length)
+        described["model"] = self.model_id
+        # Keys only where their option was used, so runs without them keep their specs and run ids.
+        if self.revision is not None:
+            described["revision"] = self.revision
+        if self.trust_remote_code:
+            described["trust_remote_code"] = True
+        if self.gguf is not None:
+            described["gguf"] = self.gguf.describe()
+        if self.placement is not None:
+            described["placement"] = placement_summary(self.placement, self.model)
+        return described
+
+
+def load_model(model: str, *, dtype: str = "auto", device: str | None = None, gguf_file: str | None = None,
+               revision: str | None = None, trust_remote_code: bool = False, device_map: str | None = None,
+               max_memory: str | None = None) -> LoadedModel:
+    """`harness run`'s model flags turned into a loaded model: a GGUF file converted (once) first, a
+    device map and memory limits parsed, each contradiction among the flags refused in one line."""
+    placement = parse_placement(device_map, max_memory, device)
+    found = gguf_path(model, gguf_file)
+    source = read_source(found) if found is not None else None
+    if revision is not None and (source is not None or looks_like_path(model) or Path(model).is_dir()):
+        raise HarnessError(f"--revision {revision} names a commit of a hub model; {model} is local, so drop it")
+    folder = str(converted_folder(source, trust_remote_code=trust_remote_code)) if source else model_location(model)
+    resolved = resolve_device(device)
+    tokenizer, loaded, torch_dtype = load_causal_lm(folder, dtype, resolved, revision=revision,
+                                                    trust_remote_code=trust_remote_code, placement=placement)
+    if placement is not None:
+        resolved = loaded.get_input_embeddings().weight.device
+    return LoadedModel(model if source else folder, folder, tokenizer, loaded, torch_dtype, resolved,
+                       start_weights_digest(folder), revision, trust_remote_code, source, placement)
 
 
 def _first_line(exc: BaseException) -> str:

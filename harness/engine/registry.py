@@ -58,7 +58,8 @@ def get_backend(name: str) -> BackendFactory:
     return _BACKENDS.get(name)
 
 
-@register_backend("hf", options=("dtype", "device", "batch_tokens", "static_cache", "on_overflow"))
+@register_backend("hf", options=("dtype", "device", "batch_tokens", "static_cache", "on_overflow", "gguf_file",
+                                 "revision", "trust_remote_code", "device_map", "max_memory"))
 def hf_backend(model: str, **options: Any) -> Backend:
     """A transformers causal LM from a local folder or a hub id (`harness.engine.hf.HFBackend`)."""
     from harness.engine.hf import HFBackend
@@ -73,3 +74,24 @@ def scripted_backend(model: str, **options: Any) -> Backend:
     from harness.engine.scripted import ScriptedBackend
 
     return ScriptedBackend(model)
+
+
+_SERVER_OPTIONS = ("base_url", "model_name", "concurrency", "api_key_env", "request_timeout", "max_retries")
+
+
+@register_backend("openai-completions", options=_SERVER_OPTIONS)
+def openai_completions_backend(model: str, **options: Any) -> Backend:
+    """A model behind an OpenAI-compatible server's /v1/completions: scores options from echoed prompt
+    log-probabilities and generates (`harness.engine.openai_api`); `model` is the name in the record."""
+    from harness.engine.openai_api import OpenAIBackend
+
+    return OpenAIBackend(model, endpoint="completions", **options)
+
+
+@register_backend("openai-chat", options=_SERVER_OPTIONS)
+def openai_chat_backend(model: str, **options: Any) -> Backend:
+    """A model behind an OpenAI-compatible server's /v1/chat/completions: generation only, the server
+    applying the model's chat template to each prompt sent as one user message."""
+    from harness.engine.openai_api import OpenAIBackend
+
+    return OpenAIBackend(model, endpoint="chat", **options)

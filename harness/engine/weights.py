@@ -1,8 +1,10 @@
-"""Fingerprints of a model folder's files, so a run record or a training manifest pins exact weights."""
+"""Fingerprints of a model folder's files, so a run record or a training manifest pins exact weights,
+and the cache folder that models built or converted on this machine live in."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,4 +24,21 @@ def files_digest(folder: Path, patterns: Sequence[str]) -> str | None:
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """Where built and converted models live: $HARNESS_CACHE, else ~/.cache/harness (tests point it
+    at a temporary or persistent folder). Here, low in the engine, so that the engine's GGUF
+    conversion and the built-in models share one place without the engine importing `harness.builtin`."""
+    env = os.environ.get("HARNESS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "harness"
+
+
+def file_sha256(path: Path) -> str:
+    """The full sha256 of one file, read in blocks (a GGUF file is hundreds of MB to many GB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()

@@ -197,7 +197,7 @@ def test_a_damaged_weights_file_is_named_in_one_line(tiny_models, tmp_path, one_
 
 
 @pytest.mark.parametrize("model", ["./no/such/model", "~/no-such-model-folder-xyz", "{tmp}/missing",
-                                   "weights/model.gguf", "models/tiny/v1", "tiny.gguf"])
+                                   "models/tiny/v1"])
 def test_a_missing_model_folder_says_so(tmp_path, one_error_line, model):
     model = model.format(tmp=tmp_path)
     assert run_cli(tmp_path, model) == 2
@@ -205,6 +205,14 @@ def test_a_missing_model_folder_says_so(tmp_path, one_error_line, model):
     assert line.startswith(f"error: {model}: cannot load a causal LM, no such model folder (")
     assert str(Path(model).expanduser().resolve()) in line
     assert "Repo id" not in line
+
+
+@pytest.mark.parametrize("model", ["weights/model.gguf", "tiny.gguf"])
+def test_a_missing_gguf_file_says_so(tmp_path, one_error_line, model):
+    assert run_cli(tmp_path, model) == 2
+    line = one_error_line()
+    assert line.startswith(f"error: {model}: no such GGUF file (")
+    assert "does not exist); check the path given to --model / --gguf-file" in line
 
 
 def test_a_hub_id_is_still_tried_on_the_hub(tmp_path, one_error_line):
