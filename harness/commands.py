@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -13,6 +14,7 @@ from harness.analysis.scores import template_sensitivity
 from harness.chat import PLAIN, ChatFormat
 from harness.errors import HarnessError
 from harness.eval.config import RunConfig
+from harness.eval.distributed import Group, detect_launch
 from harness.eval.plan import Planner, load_task_splits
 from harness.eval.record import RunRecord
 from harness.eval.run import run
@@ -55,6 +57,25 @@ def _check_data_options(registry: Registry, data_dirs: list[str], data: list[tup
 
 
 def run_command(args: argparse.Namespace, console: Console) -> None:
+    """`harness run`; under torchrun or `accelerate launch` every process runs it (`harness.eval.distributed`)
+    and rank 0 alone talks: the others log only errors and leave each error's one line to rank 0."""
+    launch = detect_launch()
+    group = Group(launch) if launch else None
+    if group and not group.main:
+        console = Console(quiet=True)
+        group.silence()
+    try:
+        _run_models(args, console, group)
+    except (HarnessError, KeyboardInterrupt) as exc:
+        if group is None or group.main:
+            raise
+        raise SystemExit(130 if isinstance(exc, KeyboardInterrupt) else 2) from None
+    finally:
+        if group:
+            group.close()
+
+
+def _run_models(args: argparse.Namespace, console: Console, group: Group | None) -> None:
     from harness.engine.registry import DEFAULT_BACKEND, build_backend, get_backend
 
     get_backend(args.backend)  # an unknown name fails before any model is built or loaded
@@ -72,7 +93,7 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
     if not args.model and args.backend != DEFAULT_BACKEND:
         raise HarnessError(f"--backend {args.backend}: give --model (the built-in models are for the "
                            f"{DEFAULT_BACKEND} backend)")
-    models = args.model or _builtin_models(console)
+    models = args.model or (group.broadcast(lambda: _builtin_models(console)) if group else _builtin_models(console))
     if args.run_id and len(models) > 1:
         raise HarnessError("--run-id names one run directory; give one --model with it")
     if args.seen is not None:
@@ -84,13 +105,14 @@ def run_command(args: argparse.Namespace, console: Console) -> None:
     records, directories = [], []
     for model in models:
         with status(console, f"loading {model}"):
-            backend = build_backend(args.backend, model, backend_options, args.backend_defaults)
+            load = partial(build_backend, args.backend, model, backend_options, args.backend_defaults)
+            backend = group.agree(load) if group else load()
         with StageProgress(console, training=False) as progress:
             name = Path(model).name or model
             progress.begin(name, unit="samples", line_name=f"evaluating {name}")
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
                                     overwrite=args.overwrite, progress=progress.evaluation,
-                                    seen=args.seen, reuse_complete=True)
+                                    seen=args.seen, reuse_complete=True, group=group)
         console.print(score_table(record))
         sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
         if sensitivity:
@@ -245,7 +267,13 @@ def _show_prompts(task, shots: int, row: int, seed: int, chat_format: ChatFormat
 
 
 def templates_command(args: argparse.Namespace, console: Console) -> None:
-    """`harness templates import-promptsource`: the task's kind decides whether choices become options."""
+    """`harness templates import-promptsource`: the task's kind decides whether choices become options;
+    `harness templates vary`: see harness/variant_command.py."""
+    if args.templates_command == "vary":
+        from harness.variant_command import vary_command
+
+        vary_command(args, console)
+        return
     from harness.tasks.promptsource import import_promptsource
 
     registry = Registry(args.task_dir)

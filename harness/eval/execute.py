@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,8 @@ from harness.engine.base import Backend
 from harness.errors import HarnessError
 from harness.eval.plan import PlannedSample
 from harness.eval.record import Sample
-from harness.eval.store import RunStore
+from harness.eval.shares import my_share, units
+from harness.eval.store import SampleLog
 from harness.eval.verify import first_difference, short
 from harness.tasks.kinds import get_kind, kind_names
 
@@ -60,25 +61,40 @@ def check_against_plan(plan: list[PlannedSample], stored: Mapping[str, Sample], 
 
 
 def execute(
-    plan: list[PlannedSample], backend: Backend, store: RunStore, prefixes: dict[str, str],
-    progress: ProgressCallback | None = None,
+    plan: list[PlannedSample], backend: Backend, store: SampleLog, prefixes: dict[str, str],
+    progress: ProgressCallback | None = None, *, done: Collection[str] | None = None, rank: int = 0,
+    world_size: int = 1,
 ) -> None:
-    """Run every sample not yet in the store, writing each batch durably as it finishes.
+    """Run every sample not yet done, writing each batch durably as it finishes.
 
     The samples of each task kind go to the backend together (all choice questions, then all
-    generations), so the backend can batch them across tasks."""
-    finished = sum(1 for s in plan if s.key in store.samples)
-    total = len(plan)
-    if progress:
-        progress("requests", finished, total)
+    generations), so the backend can batch them across tasks. `done` (default: the store's samples)
+    is what is already finished; in a data-parallel run it is every sample any rank finished, `store`
+    is this rank's own log, and the rank computes only its share of the rest (`harness.eval.shares`),
+    reporting progress through its share."""
+    finished_keys = store.samples.keys() if done is None else done
+    work = []
     for name in kind_names():
         kind = get_kind(name)
         members = [s for s in plan if s.task.kind == name]
         requests = [kind.request(s.task, s.prompt, s.row, prefixes[s.key]) for s in members]
-        done = {i for i, s in enumerate(members) if s.key in store.samples}
-        for batch in kind.answers(backend, requests, done):
+        work.append((kind, members, requests, {i for i, s in enumerate(members) if s.key in finished_keys}))
+    if world_size == 1:
+        shares = [set(range(len(requests))) - skipped for _, _, requests, skipped in work]
+    else:
+        shares = my_share([units(backend, requests, skipped, world_size) for _, _, requests, skipped in work],
+                          [skipped for *_, skipped in work], rank, world_size)
+    finished = sum(1 for s in plan if s.key in finished_keys)
+    total = finished + sum(len(mine) for mine in shares)
+    if progress:
+        progress("requests", finished, total)
+    for (kind, members, requests, _), mine in zip(work, shares, strict=True):
+        # Called even when nothing is left, as a backend counts its truncated prompts over the whole list.
+        for batch in kind.answers(backend, requests, set(range(len(requests))) - mine):
             records = []
             for index, answer in batch:
+                if index not in mine:  # a batch shared with another rank's requests answers those too
+                    continue
                 sample = members[index]
                 records.append(_sample_record(sample, kind.score(sample.task, sample.row, answer,
                                                                  prefixes[sample.key], sample.source)))

@@ -3,29 +3,55 @@
 Every sample is keyed by (task, template id, template hash, shots, row id). The plan is a pure
 function of the command and the files it reads, so the same command after a crash plans the same
 samples, skips the ones already on disk, and ends with the same record.
+
+Under torchrun or `accelerate launch` (`harness.eval.distributed`) every rank plans the same samples
+and computes its share of whole batches (`harness.eval.shares`) into its own shard of the run
+directory; rank 0 holds the folder, merges the shards and writes the record one process would.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.engine.base import Backend
+from harness.errors import HarnessError
 from harness.eval.config import RunConfig
+from harness.eval.distributed import Group
 from harness.eval.execute import ProgressCallback, check_against_plan, execute
 from harness.eval.plan import PlannedSample, Planner, load_task_splits
-from harness.eval.record import RunRecord
-from harness.eval.rundir import check_out, check_run_id, run_directory
+from harness.eval.record import RunRecord, RunSpec
+from harness.eval.rundir import check_out, check_run_id, run_directory, shard_name
 from harness.eval.spec import checkpoint_manifest, default_run_id, run_spec, seen_source
-from harness.eval.store import LOAD_REMEDY, RESUME_REMEDY, RunStore
+from harness.eval.store import LOAD_REMEDY, RESUME_REMEDY, RunStore, SampleLog
 from harness.eval.summarize import summarize
 from harness.files import PROJECT_ROOT, environment_info
-from harness.seen import declare_seen, refuse_seen_with_manifest, warn_contamination
+from harness.seen import (
+    DeclaredSeen,
+    TrainingManifest,
+    declare_seen,
+    refuse_seen_with_manifest,
+    warn_contamination,
+)
 from harness.tasks.registry import Registry
 from harness.tasks.rows import Split
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Prepared:
+    """What every rank of a run computes alike before any sample: the plan, its spec and its folder."""
+
+    config: RunConfig
+    plan: list[PlannedSample]
+    spec: RunSpec
+    directory: Path
+    prefixes: dict[str, str]
+    manifest: TrainingManifest | None
+    declared: DeclaredSeen | None
 
 
 def run(
@@ -39,6 +65,7 @@ def run(
     progress: ProgressCallback | None = None,
     seen: str | None = None,
     reuse_complete: bool = False,
+    group: Group | None = None,
 ) -> tuple[Path, RunRecord]:
     """Plan, execute (resuming if the run directory has finished samples) and record one run.
 
@@ -50,12 +77,43 @@ def run(
 
     The run directory is `out/run_id`, a plain folder name inside `out` (`harness.eval.rundir`); the
     run holds it locked, so a second process on it is refused rather than computing everything twice.
-    Samples found there are rescored against the plan before they are reused."""
+    Samples found there are rescored against the plan before they are reused.
+
+    With `group` (a data-parallel launch), every rank calls this with the same arguments and gets the
+    same record back; see `_run_ranks`."""
     started = time.time()
+    if group is not None:
+        prepared = group.agree(lambda: _prepare(config, backend, registry, out, run_id, seen))
+        return _run_ranks(prepared, backend, group, started, overwrite, progress, reuse_complete)
+    prepared = _prepare(config, backend, registry, out, run_id, seen)
+    if reuse_complete and not overwrite and (found := _complete(prepared)) is not None:
+        return prepared.directory, found
+    with RunStore(prepared.directory, prepared.spec, overwrite=overwrite) as store:
+        check_against_plan(prepared.plan, store.samples, store.lines, prepared.prefixes, store.samples_path,
+                           RESUME_REMEDY)
+        resumed = len(store.samples)
+        if resumed:
+            log.info("resuming %s: %d of %d samples already done", prepared.directory, resumed, len(prepared.plan))
+        planned_at = time.time()
+        cut_before = getattr(backend, "truncated", 0)  # optional on a Backend; counted over every call it served
+        execute(prepared.plan, backend, store, prepared.prefixes, progress)
+        truncated = getattr(backend, "truncated", 0) - cut_before
+        record = _record(prepared, store, resumed, truncated, started, planned_at)
+        store.finalize(record, [s.key for s in prepared.plan])
+    return prepared.directory, record
+
+
+def _prepare(config: RunConfig, backend: Backend, registry: Registry, out: Path, run_id: str | None,
+             seen: str | None) -> _Prepared:
+    """The plan, spec and run directory of the command, once its inputs are checked."""
     if run_id is not None:
         check_run_id(run_id)
     check_out(out)
     tasks = registry.select(config.tasks)
+    refused = getattr(backend, "refused_kinds", {})  # optional on a Backend: task kind -> why it cannot answer it
+    for task in tasks:
+        if task.kind in refused:
+            raise HarnessError(f"task {task.name!r} is a {task.kind} task: {refused[task.kind]}")
     declared = declare_seen(registry, seen) if seen is not None else None
     if declared is not None:
         refuse_seen_with_manifest(backend.describe().get("local_path"))
@@ -76,29 +134,110 @@ def run(
     spec = run_spec(config, backend, tasks, evaluation_splits, planner.chat, manifest, declared)
     directory = run_directory(out, run_id or default_run_id(spec))
     prefixes = {s.key: planner.continuation_prefix(s.task, s.template) for s in plan}
-    if reuse_complete and not overwrite and (found := RunStore.completed(directory, spec)) is not None:
-        record, samples = found
-        check_against_plan(plan, {s.key: s for s in samples}, {s.key: i for i, s in enumerate(samples, 1)}, prefixes,
-                           directory / "samples.jsonl", LOAD_REMEDY, complete=True)
-        return directory, record
-    with RunStore(directory, spec, overwrite=overwrite) as store:
-        check_against_plan(plan, store.samples, store.lines, prefixes, store.samples_path, RESUME_REMEDY)
-        resumed = len(store.samples)
-        if resumed:
-            log.info("resuming %s: %d of %d samples already done", directory, resumed, len(plan))
+    return _Prepared(config, plan, spec, directory, prefixes, manifest, declared)
+
+
+def _complete(prepared: _Prepared) -> RunRecord | None:
+    """A complete run of this very spec in the run directory, checked against the plan; else None."""
+    found = RunStore.completed(prepared.directory, prepared.spec)
+    if found is None:
+        return None
+    record, samples = found
+    check_against_plan(prepared.plan, {s.key: s for s in samples}, {s.key: i for i, s in enumerate(samples, 1)},
+                       prepared.prefixes, prepared.directory / "samples.jsonl", LOAD_REMEDY, complete=True)
+    return record
+
+
+def _record(prepared: _Prepared, store: RunStore, resumed: int, truncated: int, started: float,
+            planned_at: float) -> RunRecord:
+    """The run record of a store holding every planned sample."""
+    finished_at = time.time()
+    return RunRecord(
+        spec=prepared.spec, run_id=prepared.directory.name, status="complete",
+        seen_source=seen_source(prepared.manifest, prepared.declared), environment=environment_info(PROJECT_ROOT),
+        counts={"samples": len(prepared.plan), "truncated_prompts": truncated},
+        scores=summarize(prepared.plan, store.samples, prepared.config.seed, prepared.manifest, prepared.declared),
+        timings={
+            "started_unix": started, "finished_unix": finished_at, "resumed_samples": resumed,
+            "plan_seconds": planned_at - started, "inference_seconds": finished_at - planned_at,
+        },
+    )
+
+
+def _run_ranks(prepared: _Prepared, backend: Backend, group: Group, started: float, overwrite: bool,
+               progress: ProgressCallback | None, reuse_complete: bool) -> tuple[Path, RunRecord]:
+    """One rank of a data-parallel run. Rank 0 opens the run directory as one process would (the lock,
+    the spec, resuming samples.jsonl with every shard an earlier job left folded in) and tells every
+    rank what is done; each rank computes its share into its own log (rank 0: samples.jsonl, rank R:
+    samples.rank<R>.jsonl); once all are through, rank 0 folds the shards in and writes the record,
+    which every rank returns. Each backend counts truncated prompts over every request list, as one
+    process does, so rank 0's count is the record's."""
+    opened: list[RunStore] = []
+
+    def open_store() -> RunRecord | list[str]:
+        if reuse_complete and not overwrite and (found := _complete(prepared)) is not None:
+            return found
+        store = RunStore(prepared.directory, prepared.spec, overwrite=overwrite)
+        opened.append(store)
+        check_against_plan(prepared.plan, store.samples, store.lines, prepared.prefixes, store.samples_path,
+                           RESUME_REMEDY)
+        return sorted(store.samples)
+
+    try:
+        found = group.broadcast(open_store)
+        if isinstance(found, RunRecord):
+            return prepared.directory, found
+        done = set(found)
+        if done and group.main:
+            log.info("resuming %s: %d of %d samples already done", prepared.directory, len(done), len(prepared.plan))
         planned_at = time.time()
-        cut_before = getattr(backend, "truncated", 0)  # optional on a Backend; counted over every call it served
-        execute(plan, backend, store, prefixes, progress)
+        cut_before = getattr(backend, "truncated", 0)
+        own = opened[0] if group.main else SampleLog(prepared.directory / shard_name(group.rank))
+        job = _JobProgress(progress, prepared, group.world_size) if progress and group.main else progress
+        group.agree(lambda: execute(prepared.plan, backend, own, prepared.prefixes, job, done=done,
+                                    rank=group.rank, world_size=group.world_size))
+        if isinstance(job, _JobProgress):
+            job.others_done()
         truncated = getattr(backend, "truncated", 0) - cut_before
-        finished_at = time.time()
-        record = RunRecord(
-            spec=spec, run_id=directory.name, status="complete", seen_source=seen_source(manifest, declared),
-            environment=environment_info(PROJECT_ROOT), counts={"samples": len(plan), "truncated_prompts": truncated},
-            scores=summarize(plan, store.samples, config.seed, manifest, declared),
-            timings={
-                "started_unix": started, "finished_unix": finished_at, "resumed_samples": resumed,
-                "plan_seconds": planned_at - started, "inference_seconds": finished_at - planned_at,
-            },
-        )
-        store.finalize(record, [s.key for s in plan])
-    return directory, record
+
+        def finish() -> RunRecord:
+            store = opened[0]
+            store.merge_shards()
+            record = _record(prepared, store, len(done), truncated, started, planned_at)
+            store.finalize(record, [s.key for s in prepared.plan])
+            return record
+
+        return prepared.directory, group.broadcast(finish)
+    finally:
+        for store in opened:
+            store.close()
+
+
+class _JobProgress:
+    """Rank 0's progress over the whole job: its own samples (the resumed ones included) plus the lines
+    the other ranks' shards have gained, read incrementally whenever rank 0 reports."""
+
+    def __init__(self, progress: ProgressCallback, prepared: _Prepared, world_size: int) -> None:
+        self._progress = progress
+        self._total = len(prepared.plan)
+        self._shards = [prepared.directory / shard_name(rank) for rank in range(1, world_size)]
+        self._read = [0] * len(self._shards)
+        self._others = 0
+        self._own = 0
+
+    def __call__(self, phase: str, finished: int, total: int) -> None:
+        for index, shard in enumerate(self._shards):
+            try:
+                with shard.open("rb") as handle:
+                    handle.seek(self._read[index])
+                    chunk = handle.read()
+            except FileNotFoundError:  # that rank has written nothing yet
+                continue
+            self._read[index] += len(chunk)
+            self._others += chunk.count(b"\n")
+        self._own = finished
+        self._progress(phase, self._own + self._others, self._total)
+
+    def others_done(self) -> None:
+        """Every rank is through: a last report, once the others' last lines are counted."""
+        self("requests", self._own, self._total)

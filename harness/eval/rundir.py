@@ -11,6 +11,11 @@ twice, so a run holds an exclusive `flock` on the folder's `lock` file from star
 its pid, host and start time into it for the refusal to name. The kernel drops a flock when its
 process dies, so a run killed with kill -9 leaves nothing to clean up: the file's text then names a
 process that is gone, and the next run takes the lock and resumes.
+
+A data-parallel run (`harness.eval.distributed`) is one run in one folder: its rank 0 holds the lock
+for all its processes, and every other rank appends only to its own shard, `samples.rank<R>.jsonl`,
+which it opens after rank 0 has the lock and stops writing before rank 0 merges it. A second job is
+refused by the lock before any of its ranks writes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -36,7 +42,25 @@ log = logging.getLogger(__name__)
 RECORD_FILES = ("spec.json", "samples.jsonl", "run.json")
 LOCK_FILE = "lock"
 OWN_FILES = frozenset({*RECORD_FILES, LOCK_FILE, *(name + ".tmp" for name in RECORD_FILES)})
-"""Every name a run writes into its folder (the temporaries of atomic writes included)."""
+"""Every name a run writes into its folder (the temporaries of atomic writes included), besides shards."""
+SHARD = re.compile(r"samples\.rank(\d+)\.jsonl")
+"""The samples one rank of a data-parallel run appends, merged into samples.jsonl by rank 0."""
+
+
+def shard_name(rank: int) -> str:
+    return f"samples.rank{rank}.jsonl"
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """The shards in `directory`, by rank (plain files only: anything else is not a run's)."""
+    found = [(int(match.group(1)), entry) for entry in directory.glob("samples.rank*.jsonl")
+             if (match := SHARD.fullmatch(entry.name)) and entry.is_file() and not entry.is_symlink()]
+    return [entry for _, entry in sorted(found)]
+
+
+def is_own_file(name: str) -> bool:
+    """Whether a run may have written `name` (what `--overwrite` may remove)."""
+    return name in OWN_FILES or SHARD.fullmatch(name) is not None
 
 
 def check_run_id(run_id: str) -> None:
@@ -101,7 +125,7 @@ def check_contents(directory: Path, overwrite: bool) -> None:
     if not entries:
         return
     foreign = [entry.name for entry in entries
-               if entry.name not in OWN_FILES or entry.is_symlink() or not entry.is_file()]
+               if not is_own_file(entry.name) or entry.is_symlink() or not entry.is_file()]
     ours = any(_reads_as_record(directory / name) for name in (*RECORD_FILES, LOCK_FILE)
                if (directory / name).is_file() and not (directory / name).is_symlink())
     if not ours and (foreign or overwrite):
@@ -116,10 +140,12 @@ def check_contents(directory: Path, overwrite: bool) -> None:
 
 
 def remove_run_files(directory: Path) -> None:
-    """`--overwrite`: delete the run's own files, once `check_contents` found nothing else (the lock stays:
-    this process holds it)."""
+    """`--overwrite`: delete the run's own files (shards too), once `check_contents` found nothing else
+    (the lock stays: this process holds it)."""
     for name in sorted(OWN_FILES - {LOCK_FILE}):
         (directory / name).unlink(missing_ok=True)
+    for shard in shard_paths(directory):
+        shard.unlink()
 
 
 class RunLock:

@@ -9,6 +9,10 @@ Layout of `results/<run-id>/`:
   at any moment loses at most the batch in flight. A torn last line is dropped on resume; any other
   line that is not a sample is refused, naming its line, since dropping it (and all after it) would
   silently recompute work or hide damage.
+- `samples.rank<R>.jsonl`: while a data-parallel run computes, rank R > 0 appends its samples here
+  as rank 0 appends to samples.jsonl (same format, same durability). Rank 0 folds every shard into
+  samples.jsonl when it opens the folder and when the ranks are done, and deletes it once folded, so
+  a killed job resumes from all of them with any number of processes, one included.
 - `run.json`: written last and atomically; its presence is what marks a run complete. On
   completion `samples.jsonl` is rewritten in canonical order, so a resumed run and an
   uninterrupted one end with identical files.
@@ -24,14 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.eval.json_fields import RecordError
 from harness.eval.record import RunRecord, RunSpec, Sample
-from harness.eval.rundir import RunLock, check_contents, remove_run_files
+from harness.eval.rundir import RunLock, check_contents, remove_run_files, shard_paths
 from harness.eval.verify import check_samples, check_scores, same
 from harness.files import is_disk_full, write_json_atomic
 
@@ -39,93 +43,17 @@ RESUME_REMEDY = "delete the line to recompute that sample, or rerun with --overw
 LOAD_REMEDY = "rerun its command with --overwrite"
 
 
-class RunStore:
-    """The durable state of one run directory, which it holds locked until `close()`."""
+class SampleLog:
+    """Finished samples appended durably to one file: samples.jsonl, or a data-parallel rank's shard.
 
-    @staticmethod
-    def completed(directory: Path, spec: RunSpec) -> tuple[RunRecord, list[Sample]] | None:
-        """The record and samples of a complete run of this very spec in `directory`, else None; a complete
-        run of another spec is an error (a workflow that reruns its steps must not mix two commands' runs)."""
-        if not (directory / "run.json").exists():
-            return None
-        record, samples = load_run(directory)
-        stored, wanted = record.spec.to_json(), spec.to_json()
-        if {k: stored.get(k) for k in wanted} != wanted:
-            raise HarnessError(f"{directory}: holds a complete run of a different command (model, tasks, templates, "
-                               "shots or seed differ); remove it or choose another output folder")
-        _check_spec_file(directory / "spec.json", record, required=True)
-        return record, samples
+    `samples` holds those this object knows of (read back or appended), so none is written twice."""
 
-    def __init__(self, directory: Path, spec: RunSpec, overwrite: bool = False) -> None:
-        self.directory = directory
-        self.samples_path = directory / "samples.jsonl"
-        self.run_path = directory / "run.json"
+    def __init__(self, path: Path) -> None:
+        self.samples_path = path
         self.samples: dict[str, Sample] = {}
         self.lines: dict[str, int] = {}
-        """Each finished sample's line number in samples.jsonl, for errors that name it."""
+        """Each finished sample's line number in the file, for errors that name it."""
         self._line_count = 0
-        check_contents(directory, overwrite)
-        if not overwrite and directory.is_dir():
-            self._check(spec)  # a folder refused is left as it was: no lock file is made in it
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HarnessError(f"{directory}: cannot create the run folder ({exc.strerror or exc}); choose another "
-                               "--out or --run-id") from exc
-        self._lock: RunLock | None = RunLock(directory)
-        try:
-            if overwrite:
-                remove_run_files(directory)
-            self._check(spec)  # again, now that no other process can change the folder
-            spec_path = directory / "spec.json"
-            if not spec_path.exists():
-                self._write(spec_path, lambda: write_json_atomic(spec_path, spec.to_json()))
-            self._recover()
-        except BaseException:
-            self.close()
-            raise
-
-    def _check(self, spec: RunSpec) -> None:
-        """Refuse a complete run, another command's run, and samples without the spec they belong to."""
-        spec_path = self.directory / "spec.json"
-        if self.run_path.exists():
-            raise HarnessError(f"{self.directory}: holds a complete run; pass --overwrite to redo it or use another "
-                               "--out")
-        if spec_path.exists():
-            try:
-                previous = json.loads(spec_path.read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise HarnessError(f"{spec_path}: is not valid JSON ({exc}); rerun with --overwrite to start the run "
-                                   "again, or choose another --run-id") from None
-            if previous != spec.to_json():
-                raise HarnessError(f"{self.directory}: was started by a different command (model, tasks, templates, "
-                                   "shots or seed differ); pass --overwrite or choose another --out")
-        elif self.samples_path.exists() and self.samples_path.stat().st_size:
-            raise HarnessError(f"{self.directory}: holds samples.jsonl but no spec.json, so its samples cannot be "
-                               "checked against this command; rerun with --overwrite to start the run again, or "
-                               "choose another --run-id")
-
-    def _recover(self) -> None:
-        """Read finished samples; drop a line torn by a crash (the last, without its newline), and
-        truncate the file to match; refuse any other line that is not a sample."""
-        if not self.samples_path.exists():
-            return
-        good_bytes = 0
-        with self.samples_path.open("rb") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.endswith(b"\n"):
-                    break
-                sample = read_sample(line, self.samples_path, number, RESUME_REMEDY)
-                earlier = self.samples.get(sample.key)
-                if earlier is not None and not same(earlier.to_json(), sample.to_json()):
-                    raise HarnessError(f"{self.samples_path} line {number}: repeats sample {sample.key} of line "
-                                       f"{self.lines[sample.key]} with other values; {RESUME_REMEDY}")
-                if earlier is None:
-                    self.samples[sample.key], self.lines[sample.key] = sample, number
-                good_bytes += len(line)
-                self._line_count = number
-        if good_bytes != self.samples_path.stat().st_size:
-            self._write(self.samples_path, lambda: os.truncate(self.samples_path, good_bytes))
 
     def append(self, samples: Iterable[Sample]) -> None:
         """Make finished samples durable with one write and one fsync; a failed write is undone."""
@@ -149,6 +77,126 @@ class RunStore:
         for sample in fresh:
             self._line_count += 1
             self.samples[sample.key], self.lines[sample.key] = sample, self._line_count
+
+    def _write(self, path: Path, write: Any) -> None:
+        """Run `write`; an OSError (a full disk) becomes one line saying what is safe on disk and what to do."""
+        try:
+            write()
+        except OSError as exc:
+            saved = f"{len(self.samples)} finished samples are on disk in {self.samples_path}"
+            if is_disk_full(exc):
+                raise HarnessError(f"{path}: cannot write, the disk is full ({exc.strerror or exc}); {saved}; free "
+                                   "space, then rerun the same command to resume") from exc
+            raise HarnessError(f"{path}: cannot write ({exc.strerror or exc}); {saved}; fix that, then rerun the "
+                               "same command to resume") from exc
+
+
+class RunStore(SampleLog):
+    """The durable state of one run directory, which it holds locked until `close()`."""
+
+    @staticmethod
+    def completed(directory: Path, spec: RunSpec) -> tuple[RunRecord, list[Sample]] | None:
+        """The record and samples of a complete run of this very spec in `directory`, else None; a complete
+        run of another spec is an error (a workflow that reruns its steps must not mix two commands' runs)."""
+        if not (directory / "run.json").exists():
+            return None
+        record, samples = load_run(directory)
+        stored, wanted = record.spec.to_json(), spec.to_json()
+        if {k: stored.get(k) for k in wanted} != wanted:
+            raise HarnessError(f"{directory}: holds a complete run of a different command (model, tasks, templates, "
+                               "shots or seed differ); remove it or choose another output folder")
+        _check_spec_file(directory / "spec.json", record, required=True)
+        return record, samples
+
+    def __init__(self, directory: Path, spec: RunSpec, overwrite: bool = False) -> None:
+        super().__init__(directory / "samples.jsonl")
+        self.directory = directory
+        self.run_path = directory / "run.json"
+        check_contents(directory, overwrite)
+        if not overwrite and directory.is_dir():
+            self._check(spec)  # a folder refused is left as it was: no lock file is made in it
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessError(f"{directory}: cannot create the run folder ({exc.strerror or exc}); choose another "
+                               "--out or --run-id") from exc
+        self._lock: RunLock | None = RunLock(directory)
+        try:
+            if overwrite:
+                remove_run_files(directory)
+            self._check(spec)  # again, now that no other process can change the folder
+            spec_path = directory / "spec.json"
+            if not spec_path.exists():
+                self._write(spec_path, lambda: write_json_atomic(spec_path, spec.to_json()))
+            self._recover()
+            self.merge_shards()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check(self, spec: RunSpec) -> None:
+        """Refuse a complete run, another command's run, and samples without the spec they belong to."""
+        spec_path = self.directory / "spec.json"
+        if self.run_path.exists():
+            raise HarnessError(f"{self.directory}: holds a complete run; pass --overwrite to redo it or use another "
+                               "--out")
+        if spec_path.exists():
+            try:
+                previous = json.loads(spec_path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise HarnessError(f"{spec_path}: is not valid JSON ({exc}); rerun with --overwrite to start the run "
+                                   "again, or choose another --run-id") from None
+            if previous != spec.to_json():
+                raise HarnessError(f"{self.directory}: was started by a different command (model, tasks, templates, "
+                                   "shots or seed differ); pass --overwrite or choose another --out")
+        else:
+            for path in (self.samples_path, *shard_paths(self.directory)):
+                if path.exists() and path.stat().st_size:
+                    raise HarnessError(f"{self.directory}: holds {path.name} but no spec.json, so its samples cannot "
+                                       "be checked against this command; rerun with --overwrite to start the run "
+                                       "again, or choose another --run-id")
+
+    def _recover(self) -> None:
+        """Read finished samples; drop a line torn by a crash (the last, without its newline), and
+        truncate the file to match; refuse any other line that is not a sample."""
+        if not self.samples_path.exists():
+            return
+        good_bytes = 0
+        for number, line in _complete_lines(self.samples_path):
+            sample = read_sample(line, self.samples_path, number, RESUME_REMEDY)
+            earlier = self.samples.get(sample.key)
+            if earlier is not None and not same(earlier.to_json(), sample.to_json()):
+                raise HarnessError(f"{self.samples_path} line {number}: repeats sample {sample.key} of line "
+                                   f"{self.lines[sample.key]} with other values; {RESUME_REMEDY}")
+            if earlier is None:
+                self.samples[sample.key], self.lines[sample.key] = sample, number
+            good_bytes += len(line)
+            self._line_count = number
+        if good_bytes != self.samples_path.stat().st_size:
+            self._write(self.samples_path, lambda: os.truncate(self.samples_path, good_bytes))
+
+    def merge_shards(self) -> None:
+        """Append the samples of every data-parallel shard that samples.jsonl lacks to it, then delete
+        the shards. A shard's torn last line is dropped as samples.jsonl's is; a sample that differs from
+        its copy elsewhere is refused, naming its line. A crash between the append and the deletions
+        leaves copies that read back equal, which the next run folds again."""
+        shards = shard_paths(self.directory)
+        for shard in shards:
+            found: dict[str, Sample] = {}
+            lines: dict[str, int] = {}
+            for number, line in _complete_lines(shard):
+                sample = read_sample(line, shard, number, RESUME_REMEDY)
+                earlier = self.samples.get(sample.key) or found.get(sample.key)
+                if earlier is not None and not same(earlier.to_json(), sample.to_json()):
+                    where = (f"{self.samples_path} line {self.lines[sample.key]}" if sample.key in self.samples
+                             else f"line {lines[sample.key]}")
+                    raise HarnessError(f"{shard} line {number}: repeats sample {sample.key} of {where} with other "
+                                       f"values; {RESUME_REMEDY}")
+                if earlier is None:
+                    found[sample.key], lines[sample.key] = sample, number
+            self.append(found.values())
+        for shard in shards:
+            self._write(shard, shard.unlink)
 
     def finalize(self, record: RunRecord, order: list[str]) -> None:
         """Rewrite samples in canonical order, then mark the run complete with run.json."""
@@ -185,17 +233,15 @@ class RunStore:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def _write(self, path: Path, write: Any) -> None:
-        """Run `write`; an OSError (a full disk) becomes one line saying what is safe on disk and what to do."""
-        try:
-            write()
-        except OSError as exc:
-            saved = f"{len(self.samples)} finished samples are on disk in {self.samples_path}"
-            if is_disk_full(exc):
-                raise HarnessError(f"{path}: cannot write, the disk is full ({exc.strerror or exc}); {saved}; free "
-                                   "space, then rerun the same command to resume") from exc
-            raise HarnessError(f"{path}: cannot write ({exc.strerror or exc}); {saved}; fix that, then rerun the "
-                               "same command to resume") from exc
+
+def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of every line that ends with its newline, up to the first that does not
+    (the torn tail a crash leaves)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.endswith(b"\n"):
+                return
+            yield number, line
 
 
 def _truncate(path: Path, size: int) -> None:
