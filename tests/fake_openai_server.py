@@ -55,6 +55,7 @@ class State:
     broken_status: int = 500
     logprobs: bool = True
     shifted: bool = False
+    ends: bool = False  # the model's next token is EOS: nothing generated, nothing echoed after the prompt
     delay: float = 0.0
     echo_auth: bool = False
     answered: list[dict[str, Any]] = field(default_factory=list)
@@ -66,16 +67,16 @@ class State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def completion(body: dict[str, Any], logprobs: bool, shifted: bool = False) -> dict[str, Any]:
+def completion(body: dict[str, Any], logprobs: bool, shifted: bool = False, ends: bool = False) -> dict[str, Any]:
     prompt = body["prompt"]
     if not body.get("echo"):
         return {"model": "toy-model", "choices": [{"index": 0, "text": toy_generation(prompt), "logprobs": None}]}
-    tokens = toy_tokens(prompt) + ([] if shifted else [GENERATED])
+    tokens = toy_tokens(prompt) + ([] if shifted or ends else [GENERATED])
     offsets, position = [], 0
     for token in tokens:
         offsets.append(position)
         position += len(token)
-    answer: dict[str, Any] = {"index": 0, "text": prompt + GENERATED, "logprobs": None}
+    answer: dict[str, Any] = {"index": 0, "text": prompt + ("" if ends else GENERATED), "logprobs": None}
     if logprobs:
         answer["logprobs"] = {
             "tokens": tokens, "text_offset": offsets,
@@ -137,7 +138,7 @@ class Handler(BaseHTTPRequestHandler):
             if fault == "500" or broken:
                 return self._send(500 if fault == "500" else state.broken_status, {"error": {"message": "overloaded"}})
             if self.path == "/v1/completions":
-                answer = completion(body, state.logprobs, state.shifted)
+                answer = completion(body, state.logprobs, state.shifted, state.ends)
             elif self.path == "/v1/chat/completions":
                 answer = chat_completion(body)
             else:

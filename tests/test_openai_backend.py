@@ -145,6 +145,17 @@ def test_echo_without_the_generated_token_is_refused_as_misaligned(server):
     assert "\n" not in str(caught.value)
 
 
+def test_an_echo_whose_next_token_ends_the_text_is_scored_not_refused(server, tmp_path):
+    """A model whose next token is EOS generates nothing, so nothing follows the prompt in the echo
+    (llama-cpp-python): the prompt's log-probabilities are right and must be kept."""
+    request = ChoiceRequest("a", (" b", " c"))
+    expected = collect(backend(server, store=RequestStore(tmp_path / "first.sqlite")).score([request]))
+    server.state.ends = True
+    answered = len(server.state.answered)
+    assert collect(backend(server, store=RequestStore(tmp_path / "second.sqlite")).score([request])) == expected
+    assert len(server.state.answered) - answered == 2  # both options asked of the server again
+
+
 def test_describe_records_the_server_never_the_key(server, monkeypatch):
     monkeypatch.setenv("TOY_KEY", SECRET)
     described = backend(server, api_key_env="TOY_KEY", concurrency=3).describe()

@@ -91,11 +91,14 @@ def continuation_score(response: dict[str, Any], context: str, continuation: str
     end = len(context) + len(continuation)
     if context and not any(offset < len(context) for offset in offsets):
         raise _lacks(url, "the prompt's tokens were not echoed")
-    if not any(offset >= end for offset in offsets):
+    generated = choices[0].get("text")
+    generated = generated[end:] if isinstance(generated, str) and len(generated) >= end else None
+    if generated != "" and not any(offset >= end for offset in offsets):
         # Asked for one generated token, a correct server echoes the prompt's tokens and then it.
         # llama-cpp-python (0.3.36 and before) leaves it out exactly when the model adds no BOS
         # token, and then scores each prompt token by the distribution after it: every value is
-        # one position off (its issue #1983).
+        # one position off (its issue #1983). When the model's next token ends the text (EOS),
+        # nothing was generated and none is echoed: that answer is fine as it is.
         raise HarnessError(f"{url}: the server's prompt log-probabilities are misaligned (its echo lacks the one "
                            "generated token, as llama-cpp-python's does for a model that adds no BOS token, each "
                            "token then scored one position late); use vLLM, or a GGUF whose tokenizer adds BOS")
