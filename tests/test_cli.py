@@ -66,7 +66,8 @@ def test_malformed_task_file_in_task_dir(tmp_path, capsys):
 
 @pytest.mark.parametrize(("rows", "expected"), [
     ("", "split 'test' of local files"),
-    ('{"other": 1, "label": 0}\n', "mytask.yaml: template t1.yaml uses field 'text', missing from the rows of local files"),
+    ('{"other": 1, "label": 0}\n',
+     "mytask.yaml: template t1.yaml uses field 'text', missing from the rows of local files"),
     ('{"text": "a", "label": 7}\n', "row 0 of task 'mytask': answer index 7 is outside the 2 options"),
 ])
 def test_bad_rows_fail_before_a_run_directory_looks_complete(tiny_models, tmp_path, capsys, rows, expected):

@@ -149,7 +149,8 @@ def test_a_registered_backend_is_built_by_name(isolated):
     assert backends.backend_names() == ("hf", "scripted", "openai-completions", "openai-chat", "toy")
     assert backends.get_backend("toy")("m", dtype="auto").describe() == {
         "model": "m", "local_path": None, "options": {"dtype": "auto"}}
-    with pytest.raises(HarnessError, match=r"^unknown backend 'nope'; known: hf, openai-chat, openai-completions, scripted, toy$"):
+    known = "hf, openai-chat, openai-completions, scripted, toy"
+    with pytest.raises(HarnessError, match=rf"^unknown backend 'nope'; known: {known}$"):
         backends.get_backend("nope")
 
 

@@ -147,7 +147,8 @@ def test_limit_by_keeps_the_first_n_rows_of_each_member_task(tmp_path):
     """A task family (NIv2) declares `data.limit_by`: --limit N is N rows of each member, in row order."""
     from harness.tasks.rows import load_split
 
-    task = load_task(make_task(tmp_path, TASK.replace("  eval_split: test\n", "  eval_split: test\n  limit_by: member\n")))
+    family = TASK.replace("  eval_split: test\n", "  eval_split: test\n  limit_by: member\n")
+    task = load_task(make_task(tmp_path, family))
     members = ["a", "b", "a", "c", "a", "b", "c", "c"]
     (tmp_path / "tasks" / "rows.jsonl").write_text(
         "".join(json.dumps({"text": f"{m}{i}", "label": 1, "member": m}) + "\n" for i, m in enumerate(members)))

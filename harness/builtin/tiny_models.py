@@ -30,6 +30,8 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from harness.files import cache_root
+
 logger = logging.getLogger(__name__)
 
 # Bump whenever the recipe changes in a way the other fingerprint inputs do not capture.
@@ -72,12 +74,6 @@ EMBEDDED_TEXTS = (
     "<|system|>\nYou are a helpful assistant.\n<|user|>\nhi\n<|assistant|>\nHello! How can I help?</s>\n",
     "<|user|>\nWhat is the capital of France?\n<|assistant|>\nParis.</s>\n",
 )
-
-
-def cache_root() -> Path:
-    """Where built artefacts live: $HARNESS_CACHE, else ~/.cache/harness (tests point it at tmp)."""
-    env = os.environ.get("HARNESS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "harness"
 
 
 def _flatten(value: Any) -> Iterator[str]:

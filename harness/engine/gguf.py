@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.engine.weights import cache_root, file_sha256
+from harness.engine.weights import file_sha256
 from harness.errors import HarnessError
+from harness.files import cache_root
 
 log = logging.getLogger(__name__)
 

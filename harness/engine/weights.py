@@ -4,7 +4,6 @@ and the cache folder that models built or converted on this machine live in."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,14 +24,6 @@ def files_digest(folder: Path, patterns: Sequence[str]) -> str | None:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def cache_root() -> Path:
-    """Where built and converted models live: $HARNESS_CACHE, else ~/.cache/harness (tests point it
-    at a temporary or persistent folder). Here, low in the engine, so that the engine's GGUF
-    conversion and the built-in models share one place without the engine importing `harness.builtin`."""
-    env = os.environ.get("HARNESS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "harness"
 
 
 def file_sha256(path: Path) -> str:
