@@ -1,0 +1,177 @@
+"""A real instruction-tuned checkpoint, scored by the harness and by lm-eval's own task definitions.
+
+Two jobs, each writing a markdown document with the command that made it:
+
+- `heldout`: SmolLM2-135M-Instruct (or any model) on the SuperGLUE rows of ../shared (RTE, CB,
+  COPA): every template of each task, zero-shot, with the chat template (the way the model was
+  tuned) and/or without, and the spread over templates.
+- `copa`: lm-eval's own `copa` task on the same rows and weights beside the harness's
+  `lm_eval_copa` template (lm-eval's prompt and choices, written as a template), which must give
+  the same accuracy.
+- `ifeval`: IFEval by the harness and by lm-eval's `ifeval` task on the same weights and prompts
+  (lm-eval's generation settings: greedy, no stop string, 1280 new tokens; the chat template on
+  both sides), with `--limit N` for the first N prompts.
+
+lm-eval reads the hub; offline, its task YAMLs are included from its installed package with the
+dataset pointed at the local files (`_local_task`), so its prompts, choices and scoring code are its
+own. Usage:
+
+    .venv/bin/python -m bench.real_model heldout --model DIR --out bench/real_model_heldout.md
+    .venv/bin/python -m bench.real_model copa --model DIR --out bench/real_model_copa.md
+    .venv/bin/python -m bench.real_model ifeval --model DIR --limit 541 --out bench/ifeval_side_by_side.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHARED = PROJECT.parent / "shared" / "data"
+
+
+def _lm_eval_tasks_dir() -> Path:
+    import lm_eval
+
+    return Path(lm_eval.__file__).parent / "tasks"
+
+
+def _local_task(directory: Path, name: str, include: Path, data_files: dict[str, str]) -> None:
+    """An lm-eval task YAML that includes lm-eval's own file and reads `data_files` as JSON lines."""
+    lines = [f"include: {include}", f"task: {name}", "tag: []", "dataset_path: json", "dataset_name: null",
+             "dataset_kwargs:", "  data_files:"]
+    lines += [f"    {split}: {path}" for split, path in data_files.items()]
+    (directory / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+
+
+def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool, limit: int | None) -> dict[str, Any]:
+    from lm_eval.evaluator import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from harness.benchmarks.ifeval import use_bundled_nltk_data
+
+    use_bundled_nltk_data()  # lm-eval's IFEval checkers would otherwise download punkt_tab
+
+    results = simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=tasks,
+                              task_manager=TaskManager(include_path=str(directory), include_defaults=False),
+                              apply_chat_template=chat, limit=limit, batch_size=16, device="cpu")
+    return results["results"]
+
+
+def _harness(args: list[str]) -> dict[str, Any]:
+    command = [sys.executable, "-m", "harness", "run", *args]
+    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"harness run failed: {done.stderr.strip().splitlines()[-1:]}")
+    record = next(Path(args[args.index("--out") + 1]).glob("*/run.json"))
+    return json.loads(record.read_text())
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def heldout(model: Path, work: Path, chats: tuple[str, ...]) -> str:
+    data = SHARED / "superglue"
+    lines = ["| task | template | " + " | ".join(f"chat {c}" for c in chats) + " |",
+             "|---|---|" + "---:|" * len(chats)]
+    spread: dict[tuple[str, str], list[float]] = {}
+    scores: dict[str, dict[tuple[str, str], float]] = {}
+    seconds = {}
+    for chat in chats:
+        started = time.perf_counter()
+        record = _harness(["--model", str(model), "--tasks", "rte,cb,copa", "--data-dir", str(data), "--chat", chat,
+                           "--out", str(work / f"harness-chat-{chat}")])
+        seconds[chat] = time.perf_counter() - started
+        scores[chat] = {(s["task"], s["template"]): s["metrics"]["acc"]["mean"] for s in record["scores"]
+                        if s.get("group") is None}
+        for (task, _), value in scores[chat].items():
+            spread.setdefault((task, chat), []).append(value)
+    for key in sorted(scores[chats[0]]):
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(_pct(scores[c][key]) for c in chats) + " |")
+    lines += ["", "| task | chat | templates | mean | min | max | spread (max - min) | stdev |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (task, chat), values in sorted(spread.items()):
+        lines.append(f"| {task} | {chat} | {len(values)} | {_pct(statistics.mean(values))} | {_pct(min(values))} | "
+                     f"{_pct(max(values))} | {_pct(max(values) - min(values))} | {_pct(statistics.stdev(values))} |")
+    cells = sum(len(v) for k, v in spread.items() if k[1] == chats[0])
+    lines += ["", "harness wall time (0 where --work already held the finished run): "
+              + ", ".join(f"chat {c} {seconds[c]:.0f} s" for c in chats) + f" ({cells} (task, template) cells each)."]
+    return "\n".join(lines)
+
+
+def copa(model: Path, work: Path) -> str:
+    """The harness's `lm_eval_copa` template against lm-eval's own `copa` task, same rows and weights."""
+    copa_rows = SHARED / "superglue" / "copa"
+    record = _harness(["--model", str(model), "--tasks", "copa", "--templates", "lm_eval_copa", "--chat", "off",
+                       "--data-dir", str(copa_rows.parent), "--out", str(work / "harness-copa")])
+    (ours,) = [s for s in record["scores"] if s.get("group") is None]
+    tasks_dir = work / "lm-eval-tasks"
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    _local_task(tasks_dir, "copa_local", _lm_eval_tasks_dir() / "super_glue" / "copa" / "default.yaml",
+                {"train": str(copa_rows / "train.jsonl"), "validation": str(copa_rows / "val.jsonl")})
+    reference = _lm_eval(model, ["copa_local"], tasks_dir, chat=False, limit=None)["copa_local"]
+    accuracy = _pct(ours["metrics"]["acc"]["mean"])
+    harness_row = f"| harness, template `lm_eval_copa` (hash {ours['template_hash']}) | {accuracy} |"
+    return "\n".join(["| COPA validation (100 rows), zero-shot, no chat template | accuracy |", "|---|---:|",
+                      f"| lm-eval 0.4.13 `copa` task | {_pct(reference['acc,none'])} |", harness_row])
+
+
+IFEVAL_METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
+
+
+def ifeval(model: Path, work: Path, limit: int | None) -> str:
+    prompts = SHARED / "ifeval" / "input_data.jsonl"
+    args = ["--model", str(model), "--tasks", "ifeval", "--data", f"ifeval={prompts.parent}", "--chat", "on",
+            "--out", str(work / "harness-ifeval")]
+    started = time.perf_counter()
+    record = _harness(args + (["--limit", str(limit)] if limit else []))
+    harness_seconds = time.perf_counter() - started
+    (ours,) = [s for s in record["scores"] if s.get("group") is None]
+    tasks_dir = work / "lm-eval-tasks"
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    _local_task(tasks_dir, "ifeval_local", _lm_eval_tasks_dir() / "ifeval" / "ifeval.yaml", {"train": str(prompts)})
+    started = time.perf_counter()
+    reference = _lm_eval(model, ["ifeval_local"], tasks_dir, chat=True, limit=limit)["ifeval_local"]
+    lm_eval_seconds = time.perf_counter() - started
+    n = ours["n"]
+    lines = [f"prompts: {n} of 541 (the first {n})", "", "| metric | harness | lm-eval 0.4.13 `ifeval` |",
+             "|---|---:|---:|"]
+    for metric in IFEVAL_METRICS:
+        lines.append(f"| {metric} | {_pct(ours['metrics'][metric]['mean'])} | {_pct(reference[metric + ',none'])} |")
+    lines += ["", f"wall time on this machine: harness {harness_seconds:.0f} s, lm-eval {lm_eval_seconds:.0f} s"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("job", choices=("heldout", "copa", "ifeval"))
+    parser.add_argument("--model", type=Path, required=True, help="a transformers model folder")
+    parser.add_argument("--limit", type=int, help="ifeval: the first N prompts (default: all 541)")
+    parser.add_argument("--chat", choices=("off", "on", "both"), default="both",
+                        help="heldout: with the chat template, without, or both (default)")
+    parser.add_argument("--work", type=Path, help="keep the runs here (a finished run is reused; default: a "
+                                                    "temporary folder)")
+    parser.add_argument("--out", type=Path, required=True, help="the markdown document to write")
+    args = parser.parse_args()
+    chats = ("off", "on") if args.chat == "both" else (args.chat,)
+    with contextlib.ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        jobs = {"heldout": lambda: heldout(args.model, work, chats), "copa": lambda: copa(args.model, work),
+                "ifeval": lambda: ifeval(args.model, work, args.limit)}
+        body = jobs[args.job]()
+    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.real_model", *sys.argv[1:]])
+    args.out.write_text(f"```bash\n{command}\n```\n\n{body}\n")
+
+
+if __name__ == "__main__":
+    main()
