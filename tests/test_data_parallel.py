@@ -20,6 +20,7 @@ from harness.eval.distributed import Group, Launch, detect_launch
 from harness.eval.rundir import shard_name
 from harness.eval.shares import my_share, units
 from harness.eval.store import RunStore, SampleLog, load_run
+from tests.test_resume import count_lines, without_timings
 
 ARGS = ["run", "--tasks", "parity,add_numbers", "--shots", "0,2", "--limit", "8", "--batch-tokens", "96",
         "--run-id", "r"]
@@ -36,16 +37,6 @@ def command(model: Path, out: Path, processes: int) -> list[str]:
     launcher = ([] if processes == 1 else
                 ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(free_port())])
     return [sys.executable, *launcher, "-m", "harness", *ARGS, "--model", str(model), "--out", str(out)]
-
-
-def without_timings(run_dir: Path) -> dict:
-    record = json.loads((run_dir / "run.json").read_text())
-    record.pop("timings")
-    return record
-
-
-def count_lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 @pytest.fixture(scope="module")
