@@ -149,7 +149,10 @@ def test_every_template_renders_zero_and_two_shot(registry, task_name):
         assert "{{" not in sample.prompt and "{%" not in sample.prompt, where
         assert sample.row.options and all(o and o == o.strip() for o in sample.row.options), where
         assert len(set(sample.row.options)) == len(sample.row.options), where
-        for markup in ("[header]", "[title]", "[step]", "[substeps]", "  "):
+        # A template copying another harness's prompt keeps its spacing: lm-eval's COPA exemplars read
+        # "because  he walked" (its target delimiter before a choice that starts with a space).
+        copied = sample.template.tags.extra.get("source") == "lm-eval"
+        for markup in ("[header]", "[title]", "[step]", "[substeps]", *(() if copied else ("  ",))):
             assert markup not in sample.prompt, f"{where}: {markup!r} left in the prompt"
             assert not any(markup in o for o in sample.row.options), f"{where}: {markup!r} left in an option"
         if sample.shots == 2:

@@ -34,9 +34,8 @@ def test_lm_eval_copa_template_renders_lm_evals_prompt_choices_and_answer():
     assert len(rows) == 100
     for row in rows:
         rendered = renderer.render_row(task, template, row, str(row["idx"]))
-        # Both join context and option with a target delimiter " "; lm-eval's choices start with a
-        # space of their own, and so do the template's options: the continuation is "  choice".
-        assert task.target_delimiter == " "
+        # lm-eval joins context and choice with its target delimiter " ", and its choices start with a
+        # space of their own: the continuation is "  choice", the template's delimiter and option.
         assert rendered.prompt == utils.doc_to_text(row)
-        assert list(rendered.options) == utils.doc_to_choice(row)
-        assert rendered.options[rendered.answer_index] == utils.doc_to_target(row)
+        assert [template.target_delimiter + o for o in rendered.options] == [" " + c for c in utils.doc_to_choice(row)]
+        assert rendered.options[rendered.answer_index] == utils.doc_to_target(row)[1:]
