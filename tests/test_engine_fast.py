@@ -376,7 +376,10 @@ def test_shared_prefix_scores_equal_plain_scores(backends, monkeypatch, budget):
     assert_same_scores(ours, theirs, requests, atol=SHARED_ATOL)
     assert greedy >= 3, "the comparison of greedy flags would be vacuous"
     if budget >= 400:
-        assert sum(c.numel() for c in calls) < 0.9 * sum(c.numel() for c in unshared_calls)
+        # How much sharing saves depends on the random draw, which depends on the tiny tokenizer, which
+        # is trained on text the project renders (it fell from over 10% to under 6% when a template changed): the
+        # check is that it saves at all; test_a_shared_instruction_is_computed_once_per_batch pins amounts.
+        assert sum(c.numel() for c in calls) < sum(c.numel() for c in unshared_calls)
 
 
 def test_a_shared_instruction_is_computed_once_per_batch(backends):
