@@ -67,6 +67,18 @@ class State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: bytes,
+              headers: dict[str, str] | None = None) -> None:
+    """One JSON answer with its length, as every OpenAI-compatible server sends it (shared with the proxy)."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 def completion(body: dict[str, Any], logprobs: bool, shifted: bool = False, ends: bool = False) -> dict[str, Any]:
     prompt = body["prompt"]
     if not body.get("echo"):
@@ -99,14 +111,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, status, json.dumps(data).encode(), headers)
 
     def do_GET(self) -> None:
         with self.state.lock:

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from tests.fake_openai_server import send_json
+
 
 class Proxy:
     def __init__(self, upstream: str) -> None:
@@ -35,13 +37,7 @@ class Proxy:
                 pass
 
             def reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
+                send_json(self, status, payload, headers)
 
             def forward(self, method: str, body: bytes | None) -> httpx.Response | None:
                 try:
