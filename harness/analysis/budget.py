@@ -1,0 +1,224 @@
+"""How a model's score is spread over a task's templates, estimated from a budget of its cells.
+
+A full run computes every (template, row) cell; with dozens of format variants that is most of the
+cost. A budgeted run computes the cells of a balanced design (`harness.eval.budget_design`) and this
+module estimates what the full run would have reported, after PromptEval (Polo et al. 2024):
+
+- Each template's score is its mean over ALL rows of the observed value where the cell was
+  computed and the model's predicted probability elsewhere (`harness.analysis.irt`: a logistic
+  model of template effect minus row difficulty, with template tags as covariates). A computed cell
+  is never replaced by a prediction, so at a budget of every cell the estimate is the full run's
+  mean exactly, with no model term.
+- From those scores, the distribution over templates: mean, quantiles 5/25/50/75/95, and the best
+  and worst template.
+- Each tag's effect on the score (say, listing the options), in probability averaged over rows and
+  templates, from the covariate model: every template's tag set to the value against set to the
+  reference value, all else kept.
+- Intervals for all of them from a bootstrap over rows: a drawn row brings all its computed cells,
+  and the model is refitted on each draw (from the full fit, so hundreds take seconds).
+- The naive estimate beside it, each template's mean over its computed cells, to show what the
+  model adds.
+
+Scores are on the metric's scale (0 to 1), as in run records; a tag effect is a difference on it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from harness.analysis.budget_matrix import CellMatrix
+from harness.analysis.irt import Cells, Fit, Priors, fit, fit_with_priors
+from harness.analysis.scores import bootstrap_rng, check_bootstrap, clean, percentile_interval, row_weights
+from harness.analysis.template_features import TagColumn, tag_design, with_level
+from harness.errors import HarnessError
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+SUMMARY = ("mean", *(f"q{round(100 * q):02d}" for q in QUANTILES), "best", "worst")
+"""The statistics of a score distribution over templates, in `score_summary`'s order."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number with its bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class TemplateEstimate:
+    """One template's score: `estimated` is False when every cell was computed (the score is then
+    the observed mean); `naive` is the mean over its computed cells (None when it has none)."""
+
+    template: str
+    score: Estimate
+    computed: int
+    rows: int
+    estimated: bool
+    naive: float | None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The scores over templates: mean, the `QUANTILES` (in order), and the best and worst template."""
+
+    mean: Estimate
+    quantiles: tuple[tuple[float, Estimate], ...]
+    best_template: str
+    best: Estimate
+    worst_template: str
+    worst: Estimate
+
+
+@dataclass(frozen=True)
+class TagEffect:
+    """How much the score moves when every template's `tag` is `level` instead of `reference`
+    (a difference of scores, on the metric's scale), with the number of templates that have it."""
+
+    tag: str
+    level: str
+    reference: str
+    effect: Estimate
+    templates: int
+
+
+@dataclass(frozen=True)
+class BudgetEstimate:
+    """The estimate for one (task, shots) from its computed cells (`computed` of `cells`)."""
+
+    task: str
+    shots: int
+    metric: str
+    cells: int
+    computed: int
+    confidence: float
+    resamples: int
+    templates: tuple[TemplateEstimate, ...]
+    distribution: Distribution
+    naive: Distribution
+    tag_effects: tuple[TagEffect, ...]
+
+
+def score_summary(scores: np.ndarray) -> np.ndarray:
+    """(..., SUMMARY): the statistics of `SUMMARY` over the last axis (templates) of `scores`;
+    NaN scores (a naive template with no computed cell) are left out, and a bootstrap draw of a
+    tiny budget whose every naive score is NaN gives NaN statistics, which its interval skips."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.concatenate([np.nanmean(scores, axis=-1)[..., None],
+                               np.moveaxis(np.nanquantile(scores, QUANTILES, axis=-1), 0, -1),
+                               np.nanmax(scores, axis=-1)[..., None], np.nanmin(scores, axis=-1)[..., None]],
+                              axis=-1)
+
+
+class _Model:
+    """The quantities of one (task, shots) the bootstrap recomputes under each draw of rows."""
+
+    def __init__(self, matrix: CellMatrix, covariates: bool) -> None:
+        self.matrix = matrix
+        self.cells: Cells = matrix.cells()
+        if not len(self.cells.value):
+            raise HarnessError(f"task {matrix.task!r} ({matrix.shots}-shot) has no computed cell to estimate from; "
+                               "give a budget of at least one cell")
+        tags = matrix.tags if covariates else tuple({} for _ in matrix.templates)
+        self.features, self.columns = tag_design(tags)
+        self.row_weight = matrix.row_weights()
+        # Each cell's weight in its template's mean: its judgements where computed, its row's elsewhere.
+        self.weight = np.where(matrix.computed, matrix.counts, self.row_weight[None, :])
+        self.complete = bool(matrix.computed.all())
+        self.needs_fit = not self.complete or bool(self.columns)
+
+    def scores(self, fitted: Fit | None, draw: np.ndarray) -> np.ndarray:
+        """Per template: the mean over the drawn rows of observed values and, where not computed, predictions."""
+        values = self.matrix.sums
+        if not self.complete:
+            values = np.where(self.matrix.computed, values, self.weight * fitted.probabilities(self.features))
+        return (values @ draw) / (self.weight @ draw)
+
+    def naive(self, draw: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.matrix.sums @ draw) / (self.matrix.counts @ draw)
+
+    def effects(self, fitted: Fit | None, draw: np.ndarray) -> np.ndarray:
+        """Every non-reference level's effect, in `levels()` order."""
+        if fitted is None:
+            return np.zeros(len(self.levels()))
+        weights = self.row_weight * draw
+        out = []
+        for column in self.columns:
+            reference = fitted.probabilities(with_level(self.features, column, column.reference)) @ weights
+            for level in column.levels:
+                if level != column.reference:
+                    changed = fitted.probabilities(with_level(self.features, column, level)) @ weights
+                    out.append(np.mean(changed - reference) / weights.sum())
+        return np.asarray(out)
+
+    def levels(self) -> list[tuple[TagColumn, str]]:
+        return [(column, level) for column in self.columns for level in column.levels if level != column.reference]
+
+
+def _estimates(point: np.ndarray, replicates: np.ndarray, confidence: float) -> list[Estimate]:
+    return [Estimate(clean(p), *percentile_interval(replicates[:, i], confidence)) for i, p in enumerate(point)]
+
+
+def _distribution(templates: tuple[str, ...], scores: np.ndarray, replicates: np.ndarray,
+                  confidence: float) -> Distribution:
+    summary = _estimates(score_summary(scores), score_summary(replicates), confidence)
+    known = [i for i in range(len(templates)) if not np.isnan(scores[i])]
+    best = max(known, key=lambda i: (scores[i], templates[i]))
+    worst = min(known, key=lambda i: (scores[i], templates[i]))
+    return Distribution(summary[0], tuple(zip(QUANTILES, summary[1:-2], strict=True)), templates[best], summary[-2],
+                        templates[worst], summary[-1])
+
+
+def estimate_budget(matrix: CellMatrix, *, covariates: bool = True, seed: int = 0, resamples: int = 200,
+                    confidence: float = 0.95) -> BudgetEstimate:
+    """The full run's per-template scores, their distribution and the tags' effects, estimated from
+    the computed cells of `matrix` (see the module docstring). `covariates=False` fits the plain
+    logistic model (no tags), PromptEval's baseline."""
+    check_bootstrap(seed, resamples, confidence)
+    # One BLAS thread: the fits are small, and L-BFGS-B's BLAS calls on many threads spin against
+    # each other and any other load, which made a fit 25 times slower on a busy two-core machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _estimate(matrix, covariates, seed, resamples, confidence)
+
+
+def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, confidence: float) -> BudgetEstimate:
+    model = _Model(matrix, covariates)
+    fitted, priors = fit_with_priors(model.cells, model.features) if model.needs_fit else (None, Priors())
+    ones = np.ones(len(matrix.rows))
+    scores = model.scores(fitted, ones)
+    if model.complete:
+        # Summed as the record sums them, so a full run's estimate is its mean to the last bit.
+        scores = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)
+    naive, effects = model.naive(ones), model.effects(fitted, ones)
+    draws = np.concatenate(list(row_weights(bootstrap_rng(seed, "budget", matrix.task, matrix.shots),
+                                            len(matrix.rows), resamples)))
+    score_draws = np.empty((resamples, len(matrix.templates)))
+    naive_draws = np.empty_like(score_draws)
+    effect_draws = np.empty((resamples, len(effects)))
+    for i, draw in enumerate(draws):
+        refit = (fit(model.cells, model.features, priors, row_weights=draw, start=fitted, refit=True)
+                 if fitted is not None else None)
+        score_draws[i], naive_draws[i], effect_draws[i] = (model.scores(refit, draw), model.naive(draw),
+                                                           model.effects(refit, draw))
+    computed = matrix.computed.sum(axis=1)
+    per_template = tuple(
+        TemplateEstimate(template, Estimate(clean(scores[t]), *percentile_interval(score_draws[:, t], confidence)),
+                         int(computed[t]), len(matrix.rows), bool(computed[t] < len(matrix.rows)),
+                         None if np.isnan(naive[t]) else clean(naive[t]))
+        for t, template in enumerate(matrix.templates))
+    tag_effects = tuple(
+        TagEffect(column.tag, level, column.reference, estimate,
+                  int(model.features[:, column.start + column.levels.index(level)].sum()))
+        for (column, level), estimate in zip(model.levels(), _estimates(effects, effect_draws, confidence),
+                                             strict=True))
+    return BudgetEstimate(matrix.task, matrix.shots, matrix.metric, matrix.computed.size, int(computed.sum()),
+                          confidence, resamples, per_template,
+                          _distribution(matrix.templates, scores, score_draws, confidence),
+                          _distribution(matrix.templates, naive, naive_draws, confidence), tag_effects)

@@ -1,0 +1,172 @@
+"""The item-response model a budgeted run's missing cells are predicted from.
+
+PromptEval (Polo et al. 2024) estimates how a model's score spreads over many prompt templates from
+a few (template, row) cells by borrowing strength: a row that is hard is hard in every wording, and
+a wording that helps helps on every row. Its baseline is a logistic (Rasch) model,
+
+    P(y_tr = 1) = sigmoid(mu + theta_t - beta_r),
+
+one effect theta_t per template and one difficulty beta_r per row, and its covariate variant writes
+theta_t = x_t . gamma + delta_t with x_t the template's tags (one-hot), so templates that share a
+format choice share its effect and only what the tags do not explain is left to delta_t.
+
+The fit is penalized maximum likelihood: Gaussian (L2) priors on delta, beta and gamma make the
+parameters identifiable (a row seen only right answers would otherwise get difficulty -inf) and
+shrink effects measured on few cells. A score in [0, 1] that is not binary (F1, ROUGE) enters the
+same likelihood as a quasi-binomial observation, and a cell holding several judgements (IFEval)
+counts as that many. The spreads of the template and row priors are set from the data
+(`fit_with_priors`: empirical Bayes, a Laplace-approximate EM step per round), starting from light
+ones.
+
+L-BFGS-B with the analytic gradient, on parameters scaled by their curvature, fits 48 templates x
+433 rows at a tenth of the cells in milliseconds; a bootstrap refit starts from the full fit and
+stops at a looser tolerance, so 200 resamples take about a second of CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
+
+_SD_RANGE = (0.05, 5.0)  # logits: the prior spreads empirical Bayes may choose between
+_EM_ROUNDS = 6
+# Stopping rules: a relative change of the objective, and a gradient, far below what moves a
+# predicted probability by 1e-4, yet not so tight that the last iterations only chase float noise.
+# A bootstrap refit stops earlier: it only has to place a percentile of hundreds of draws.
+_FTOL, _GTOL = 1e-10, 1e-6
+_REFIT_FTOL, _REFIT_GTOL = 1e-8, 1e-4
+
+
+@dataclass(frozen=True)
+class Cells:
+    """The computed cells of one (task, shots): parallel arrays, one entry per cell.
+
+    `template` and `row` index the template and row lists of the matrix; `value` is the cell's mean
+    judgement in [0, 1], `weight` its number of judgements."""
+
+    template: np.ndarray
+    row: np.ndarray
+    value: np.ndarray
+    weight: np.ndarray
+    templates: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Standard deviations (logits) of the Gaussian priors on template effects delta, row
+    difficulties beta and covariate effects gamma."""
+
+    template_sd: float = 1.0
+    row_sd: float = 1.5
+    covariate_sd: float = 1.0
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted model: the intercept, covariate effects (one per feature column), template effects
+    beyond the covariates, and row difficulties."""
+
+    mu: float
+    gamma: np.ndarray
+    delta: np.ndarray
+    beta: np.ndarray
+
+    def vector(self) -> np.ndarray:
+        return np.concatenate([[self.mu], self.gamma, self.delta, self.beta])
+
+    def theta(self, features: np.ndarray) -> np.ndarray:
+        """Each template's total effect, x_t . gamma + delta_t."""
+        return features @ self.gamma + self.delta
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(templates x rows): the predicted probability of every cell, computed or not."""
+        return expit(self.mu + self.theta(features)[:, None] - self.beta[None, :])
+
+
+def _unpack(vector: np.ndarray, covariates: int, templates: int) -> Fit:
+    return Fit(float(vector[0]), vector[1:1 + covariates], vector[1 + covariates:1 + covariates + templates],
+               vector[1 + covariates + templates:])
+
+
+def fit(cells: Cells, features: np.ndarray, priors: Priors, row_weights: np.ndarray | None = None,
+        start: Fit | None = None, refit: bool = False) -> Fit:
+    """The penalized maximum-likelihood fit. `row_weights` multiply each row's cells (a bootstrap
+    draw's counts of each row); `start` is a warm start, a bootstrap refit's full-data fit; `refit`
+    stops at the looser tolerance a bootstrap draw needs."""
+    covariates, templates = features.shape[1], cells.templates
+    weight = cells.weight if row_weights is None else cells.weight * row_weights[cells.row]
+    penalty = np.concatenate([[0.0], np.full(covariates, priors.covariate_sd ** -2.0),
+                              np.full(templates, priors.template_sd ** -2.0),
+                              np.full(cells.rows, priors.row_sd ** -2.0)])
+    t, r, y = cells.template, cells.row, cells.value
+    # L-BFGS-B works on the parameters divided by the square root of their curvature at p = 1/2 (a
+    # diagonal preconditioner): the intercept sees every cell and a row a handful, and unscaled that
+    # gap in curvature costs several times the iterations.
+    by_template_weight = np.bincount(t, weight, templates) / 4
+    scale = 1.0 / np.sqrt(penalty + np.concatenate([
+        [weight.sum() / 4], features.T @ by_template_weight, by_template_weight,
+        np.bincount(r, weight, cells.rows) / 4]))
+
+    def objective(scaled: np.ndarray) -> tuple[float, np.ndarray]:
+        vector = scaled * scale
+        params = _unpack(vector, covariates, templates)
+        theta = features @ params.gamma + params.delta
+        eta = params.mu + theta[t] - params.beta[r]
+        # softplus(eta) - y * eta, the negative log-likelihood of a (quasi-)binomial observation, and
+        # its derivative sigmoid(eta) - y, both from one exp(-|eta|) (which cannot overflow).
+        small = np.exp(-np.abs(eta))
+        loss = weight @ (np.maximum(eta, 0.0) + np.log1p(small) - y * eta) + 0.5 * vector @ (penalty * vector)
+        residual = weight * (np.where(eta >= 0, 1.0, small) / (1.0 + small) - y)
+        by_template = np.bincount(t, residual, templates)
+        gradient = np.concatenate([[residual.sum()], features.T @ by_template, by_template,
+                                   -np.bincount(r, residual, cells.rows)])
+        return float(loss), (gradient + penalty * vector) * scale
+
+    initial = start.vector() if start is not None else _initial(cells, covariates)
+    result = minimize(objective, initial / scale, jac=True, method="L-BFGS-B",
+                      options={"maxiter": 2000, "ftol": _REFIT_FTOL if refit else _FTOL,
+                               "gtol": _REFIT_GTOL if refit else _GTOL})
+    return _unpack(result.x * scale, covariates, templates)
+
+
+def _initial(cells: Cells, covariates: int) -> np.ndarray:
+    """Zero effects around the logit of the overall mean: a start close to the answer for any data."""
+    mean = float(np.clip(cells.weight @ cells.value / cells.weight.sum(), 0.02, 0.98))
+    return np.concatenate([[np.log(mean / (1 - mean))], np.zeros(covariates + cells.templates + cells.rows)])
+
+
+def _posterior_sd_update(effects: np.ndarray, curvature: np.ndarray, sd: float) -> float:
+    """One EM step for a prior's spread: the mean of each effect's squared mode plus its approximate
+    posterior variance (the inverse of the likelihood's curvature plus the prior's)."""
+    variance = np.mean(effects ** 2 + 1.0 / (curvature + sd ** -2.0))
+    return float(np.clip(np.sqrt(variance), *_SD_RANGE))
+
+
+def fit_with_priors(cells: Cells, features: np.ndarray, priors: Priors = Priors()) -> tuple[Fit, Priors]:
+    """The fit with the template and row prior spreads chosen from the data by empirical Bayes.
+
+    Each round fits the model, then sets each spread to what the effects and their Laplace-
+    approximate posterior variances (from the diagonal of the Hessian) say; a few rounds settle it
+    to the precision that matters here. How much rows differ decides how far an unseen cell can be
+    predicted, and how much templates differ how far a template's few cells are pulled to the
+    others': both vary from task to task (on the built-in tiny models' format variants the templates
+    differ by a third of a logit, on a synthetic check by more than one), and a fixed spread
+    over-disperses the estimated scores where templates differ little, pushing the tail quantiles
+    out. The Laplace step understates spreads of binary data a little, which shrinks the tails a
+    little. The covariate prior stays as given: a handful of features is too few to estimate it."""
+    current = fit(cells, features, priors)
+    for _ in range(_EM_ROUNDS):
+        eta = current.mu + current.theta(features)[cells.template] - current.beta[cells.row]
+        information = cells.weight * expit(eta) * expit(-eta)
+        priors = replace(
+            priors,
+            template_sd=_posterior_sd_update(current.delta, np.bincount(cells.template, information, cells.templates),
+                                             priors.template_sd),
+            row_sd=_posterior_sd_update(current.beta, np.bincount(cells.row, information, cells.rows), priors.row_sd),
+        )
+        current = fit(cells, features, priors, start=current)
+    return current, priors
