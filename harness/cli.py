@@ -64,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive_int,
                      help="evaluate only the first N rows of each task; of each member task for a task family "
                           "(niv2: N instances of each of its tasks, as the paper's first 100)")
-    run.add_argument("--seed", type=int, default=1234, help="few-shot and bootstrap seed")
+    run.add_argument("--seed", type=int, default=1234, help="few-shot, bootstrap and --budget design seed")
+    run.add_argument("--budget", metavar="FRACTION|CELLS",
+                     help="compute only part of each task's (template, row) cells: a fraction (0.1 or 10%%) or a "
+                          "number of cells per task and shot count, chosen by a seeded design balanced over templates "
+                          "and rows; the rest is estimated (each template's score, quantiles over templates). The "
+                          "same command with a larger budget, or none, computes only the missing cells")
     run.add_argument("--out", type=Path, default=Path("results"), help="parent folder of run directories")
     run.add_argument("--run-id", help="run directory name (default: model name + a hash of the run spec)")
     run.add_argument("--overwrite", action="store_true", help="replace a complete run with the same id")

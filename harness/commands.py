@@ -10,16 +10,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
-from harness.analysis.scores import template_sensitivity
 from harness.chat import PLAIN, ChatFormat
 from harness.errors import HarnessError
+from harness.eval.budget_plan import Budget
 from harness.eval.config import RunConfig
 from harness.eval.distributed import Group, detect_launch
 from harness.eval.plan import Planner, load_task_splits
-from harness.eval.record import RunRecord
 from harness.eval.run import run
 from harness.progress import StageProgress, status
-from harness.report.terminal import cluster_table, group_table, score_table, sensitivity_table, task_list_table
+from harness.report.terminal import cluster_table, task_list_table
+from harness.run_output import print_run, print_tuned_against_base
 from harness.tasks.registry import Registry
 
 # Names a user chooses (models, run ids, paths, clusters) reach rich markup only through `escape`
@@ -90,6 +90,7 @@ def _run_models(args: argparse.Namespace, console: Console, group: Group | None)
         data_folders=tuple((task, str(Path(folder).resolve())) for task, folder in args.data),
     )
     registry.select(config.tasks)  # fail on an unknown task before loading any model
+    budget = Budget.parse(args.budget) if args.budget is not None else None
     if not args.model and args.backend != DEFAULT_BACKEND:
         raise HarnessError(f"--backend {args.backend}: give --model (the built-in models are for the "
                            f"{DEFAULT_BACKEND} backend)")
@@ -112,53 +113,12 @@ def _run_models(args: argparse.Namespace, console: Console, group: Group | None)
             progress.begin(name, unit="samples", line_name=f"evaluating {name}")
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
                                     overwrite=args.overwrite, progress=progress.evaluation,
-                                    seen=args.seen, reuse_complete=True, group=group)
-        console.print(score_table(record))
-        sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
-        if sensitivity:
-            console.print(sensitivity_table(sensitivity))
-        if any(score.group is not None for score in record.scores):
-            console.print(group_table(record))
-        _print_generalization(directory, record, config.seed, console)
-        console.print(f"run record: [bold]{escape(str(directory))}[/]")
+                                    seen=args.seen, reuse_complete=True, group=group, budget=budget)
+        print_run(directory, record, config.seed, console)
         records.append(record)
         directories.append(directory)
     console.print(cluster_table(records))
-    _print_tuned_against_base(directories, config.seed, console)
-
-
-def _print_tuned_against_base(directories: list[Path], seed: int, console: Console) -> None:
-    """With several models, each later one that has seen/held-out labels against the first, by label."""
-    from harness.analysis.compare import compare_by_seen_status, run_label
-    from harness.eval.store import load_run
-    from harness.report.terminal import generalization_table
-
-    runs = [load_run(directory) for directory in directories]
-    for (record, samples), directory in zip(runs[1:], directories[1:], strict=True):
-        if record.labelled:
-            labels = (run_label(runs[0][0], directories[0].name), run_label(record, directory.name))
-            try:
-                rows = compare_by_seen_status(runs[0], (record, samples), seed=seed, labels=labels)
-            except HarnessError as exc:  # e.g. no shared samples: the runs themselves are saved and fine
-                console.print(f"[dim]no generalization table: {escape(str(exc))}[/]", highlight=False)
-                continue
-            console.print(generalization_table(rows, *labels, confidence=0.95))
-
-
-def _print_generalization(directory: Path, record: RunRecord, seed: int, console: Console) -> None:
-    """The seen/held-out and zero/few-shot tables, each only when the run has something to show in it."""
-    from harness.analysis.scores import cluster_scores, generalization_gap, shots_curve
-    from harness.eval.store import load_run
-    from harness.report.terminal import gap_table, seen_cluster_table, shots_table
-
-    if record.labelled:
-        _, samples = load_run(directory)
-        console.print(seen_cluster_table(cluster_scores(record, samples, seed=seed), confidence=0.95))
-    gap = [row for row in generalization_gap(record) if row["gap"] is not None]
-    if gap:
-        console.print(gap_table(gap))
-    if len(record.shot_counts) > 1:
-        console.print(shots_table(shots_curve(record)))
+    print_tuned_against_base(directories, config.seed, console)
 
 
 def compare_command(args: argparse.Namespace, console: Console) -> None:
@@ -185,6 +145,11 @@ def compare_command(args: argparse.Namespace, console: Console) -> None:
         console.print(comparison_task_table(comparison))
         console.print(f"{comparison['shared_samples']} shared samples; only in A: {comparison['only_a']}, "
                       f"only in B: {comparison['only_b']}", highlight=False)
+    for (record, _), label in zip(runs, labels, strict=True):
+        if record.budget is not None:
+            console.print(f"{label} is budgeted (--budget {record.budget.requested}): compared on the cells both runs "
+                          "computed, with computed values only; its estimates are in `harness report`",
+                          markup=False, highlight=False)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(args.json, {"runs": [str(d) for d in args.runs], "comparisons": comparisons})

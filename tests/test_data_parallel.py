@@ -71,6 +71,20 @@ def test_two_processes_write_what_one_process_writes(tiny_models, tmp_path, envi
     assert done.stdout.count("loading ") == 1
 
 
+def test_a_budgeted_run_on_two_processes_writes_what_one_process_writes(tiny_models, tmp_path, environment,
+                                                                         one_torch_thread):
+    model = tiny_models["tiny-llama"]
+    one = tmp_path / "one"
+    assert main([*ARGS, "--model", str(model), "--out", str(one), "--budget", "0.3"]) == 0
+    done = subprocess.run([*command(model, tmp_path / "two", 2), "--budget", "0.3"], env=environment,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    budgeted = json.loads((one / "r" / "run.json").read_text())["budget"]
+    assert sum(cells["computed"] for cells in budgeted["cells"]) == count_lines(one / "r" / "samples.jsonl") < TOTAL
+    assert (tmp_path / "two" / "r" / "samples.jsonl").read_bytes() == (one / "r" / "samples.jsonl").read_bytes()
+    assert without_timings(tmp_path / "two" / "r") == without_timings(one / "r")
+
+
 def test_a_bad_flag_under_torchrun_is_said_once(tiny_models, tmp_path, environment):
     failed = subprocess.run([*command(tiny_models["tiny-llama"], tmp_path, 2), "--tasks", "no_such_task"],
                             env=environment, capture_output=True, text=True, timeout=300)

@@ -15,6 +15,7 @@ Versions, in run.json's `schema_version` (sample lines carry none; they follow t
   are optional here: a score's `primary_metric`, the spec's `engine`, the record's `environment` and
   `timings`, and a sample's kind-specific fields (some hold only `answer_index`).
 - 1: the same fields, plus `schema_version`.
+- 2: adds the optional `budget` section of a run made with `harness run --budget`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from harness.eval.json_fields import (
 )
 from harness.seen import SEEN_STATUSES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version this code writes; it reads every version from 0 up to it."""
 
 MetricValue = float | list[float]
@@ -264,6 +265,62 @@ class RunSpec:
                    **{name: fields.maybe(name, check) for name, check in _SPEC_OPTIONAL.items()})
 
 
+_BUDGET_CELLS_FIELDS = {"task": TEXT, "shots": INTEGER, "templates": INTEGER, "rows": INTEGER, "design": INTEGER,
+                        "computed": INTEGER}
+
+
+@dataclass(frozen=True)
+class BudgetCells:
+    """One (task, shots) of a budgeted run: its `templates` x `rows` cells, the `design` cells its
+    budget asked for, and the `computed` ones (the design's plus any an earlier run left)."""
+
+    task: str
+    shots: int
+    templates: int
+    rows: int
+    design: int
+    computed: int
+
+    @property
+    def cells(self) -> int:
+        return self.templates * self.rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _BUDGET_CELLS_FIELDS}
+
+    @classmethod
+    def read(cls, fields: Fields) -> BudgetCells:
+        entry = cls(**{name: fields.take(name, check) for name, check in _BUDGET_CELLS_FIELDS.items()})
+        fields.done()
+        return entry
+
+
+@dataclass(frozen=True)
+class RunBudget:
+    """run.json's `budget`, present only for a run made with `--budget` (`harness.eval.budget_plan`):
+    the flag as given, the design's seed, and the cells of every (task, shots). Such a run's scores
+    are means over its computed cells; no number in run.json is an estimate."""
+
+    requested: str
+    seed: int
+    cells: list[BudgetCells]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requested": self.requested, "seed": self.seed, "cells": [c.to_json() for c in self.cells]}
+
+    @classmethod
+    def read(cls, fields: Fields) -> RunBudget:
+        budget = cls(fields.take("requested", TEXT), fields.take("seed", INTEGER),
+                     [BudgetCells.read(item) for item in fields.items("cells")])
+        fields.done()
+        return budget
+
+
+def _maybe_budget(fields: Fields) -> RunBudget | None:
+    budget = fields.maybe_nested("budget")
+    return RunBudget.read(budget) if budget is not None else None
+
+
 _RECORD_FIELDS = {"run_id": TEXT, "status": TEXT, "seen_source": TEXT, "counts": OBJECT}
 _RECORD_OPTIONAL = {"environment": OBJECT, "timings": OBJECT}
 
@@ -283,6 +340,7 @@ class RunRecord:
     scores: list[ScoreEntry]
     environment: dict[str, Any] | None = None
     timings: dict[str, float] | None = None
+    budget: RunBudget | None = None
     schema_version: int = SCHEMA_VERSION
 
     def ungrouped(self) -> list[ScoreEntry]:
@@ -303,6 +361,8 @@ class RunRecord:
         """run.json's content; records of version 0 stay without `schema_version`, as their files are."""
         data = {**self.spec.to_json(), **{name: getattr(self, name) for name in _RECORD_FIELDS},
                 "scores": [score.to_json() for score in self.scores], **_optional_fields(self, _RECORD_OPTIONAL)}
+        if self.budget is not None:
+            data["budget"] = self.budget.to_json()
         if self.schema_version:
             data["schema_version"] = self.schema_version
         return data
@@ -319,6 +379,6 @@ class RunRecord:
                      **{name: fields.take(name, check) for name, check in _RECORD_FIELDS.items()},
                      scores=[ScoreEntry.read(score) for score in fields.items("scores")],
                      **{name: fields.maybe(name, check) for name, check in _RECORD_OPTIONAL.items()},
-                     schema_version=version)
+                     budget=_maybe_budget(fields), schema_version=version)
         fields.done()
         return record

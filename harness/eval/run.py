@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.engine.base import Backend
 from harness.errors import HarnessError
+from harness.eval.budget_plan import Budget, budgeted_plan
 from harness.eval.config import RunConfig
 from harness.eval.distributed import Group
 from harness.eval.execute import ProgressCallback, check_against_plan, execute
 from harness.eval.plan import PlannedSample, Planner, load_task_splits
-from harness.eval.record import RunRecord, RunSpec
+from harness.eval.record import RunBudget, RunRecord, RunSpec
 from harness.eval.rundir import check_out, check_run_id, run_directory, shard_name
 from harness.eval.spec import checkpoint_manifest, default_run_id, run_spec, seen_source
 from harness.eval.store import LOAD_REMEDY, RESUME_REMEDY, RunStore, SampleLog
@@ -52,6 +54,7 @@ class _Prepared:
     prefixes: dict[str, str]
     manifest: TrainingManifest | None
     declared: DeclaredSeen | None
+    budget: RunBudget | None = None
 
 
 def run(
@@ -66,6 +69,7 @@ def run(
     seen: str | None = None,
     reuse_complete: bool = False,
     group: Group | None = None,
+    budget: Budget | None = None,
 ) -> tuple[Path, RunRecord]:
     """Plan, execute (resuming if the run directory has finished samples) and record one run.
 
@@ -79,24 +83,32 @@ def run(
     run holds it locked, so a second process on it is refused rather than computing everything twice.
     Samples found there are rescored against the plan before they are reused.
 
+    With `budget` (`harness.eval.budget_plan`), only the budget's cells of each (task, shots) are
+    computed, plus any already on disk. A complete budgeted run in the folder is extended by a command
+    that asks for cells it lacks (a larger budget, or none); one that has every cell asked for is
+    returned as it is with `reuse_complete`.
+
     With `group` (a data-parallel launch), every rank calls this with the same arguments and gets the
     same record back; see `_run_ranks`."""
     started = time.time()
     if group is not None:
         prepared = group.agree(lambda: _prepare(config, backend, registry, out, run_id, seen))
-        return _run_ranks(prepared, backend, group, started, overwrite, progress, reuse_complete)
+        return _run_ranks(prepared, backend, group, started, overwrite, progress, reuse_complete, budget)
     prepared = _prepare(config, backend, registry, out, run_id, seen)
-    if reuse_complete and not overwrite and (found := _complete(prepared)) is not None:
+    found, extend = _existing(prepared, budget, overwrite, reuse_complete)
+    if found is not None:
         return prepared.directory, found
-    with RunStore(prepared.directory, prepared.spec, overwrite=overwrite) as store:
+    with RunStore(prepared.directory, prepared.spec, overwrite=overwrite, extend=extend) as store:
         check_against_plan(prepared.plan, store.samples, store.lines, prepared.prefixes, store.samples_path,
                            RESUME_REMEDY)
+        prepared = _budgeted(prepared, budget, store.samples.keys())
         resumed = len(store.samples)
         if resumed:
             log.info("resuming %s: %d of %d samples already done", prepared.directory, resumed, len(prepared.plan))
         planned_at = time.time()
         cut_before = getattr(backend, "truncated", 0)  # optional on a Backend; counted over every call it served
-        execute(prepared.plan, backend, store, prepared.prefixes, progress)
+        execute(_work(prepared.plan, store.samples.keys(), budget, extend), backend, store, prepared.prefixes,
+                progress)
         truncated = getattr(backend, "truncated", 0) - cut_before
         record = _record(prepared, store, resumed, truncated, started, planned_at)
         store.finalize(record, [s.key for s in prepared.plan])
@@ -137,15 +149,49 @@ def _prepare(config: RunConfig, backend: Backend, registry: Registry, out: Path,
     return _Prepared(config, plan, spec, directory, prefixes, manifest, declared)
 
 
-def _complete(prepared: _Prepared) -> RunRecord | None:
-    """A complete run of this very spec in the run directory, checked against the plan; else None."""
+def _budgeted(prepared: _Prepared, budget: Budget | None, stored: Collection[str]) -> _Prepared:
+    """The run as a budget cuts it (see `harness.eval.budget_plan`); unchanged without one."""
+    if budget is None:
+        return prepared
+    plan, record = budgeted_plan(prepared.plan, budget, prepared.config.seed, stored)
+    return replace(prepared, plan=plan, budget=record)
+
+
+def _work(plan: list[PlannedSample], done: Collection[str], budget: Budget | None,
+          extend: bool) -> list[PlannedSample]:
+    """What `execute` is given. A full run's whole plan, done samples included: its batches are
+    planned over the whole plan, so a resumed run meets the batch shapes an uninterrupted one had
+    (and the same numbers to the bit), recomputing a partly done batch. A budgeted run, or one
+    extending a budgeted run, only its missing samples: its plan grew since the cells on disk were
+    computed, so no batch shape is kept anyway, and a batch holding old cells would compute them
+    again. Its cells equal the full run's to float32 rounding (a log-likelihood computed in a batch
+    of other shapes can differ in its last bit); prompts, choices, metrics and generations alike."""
+    if budget is None and not extend:
+        return plan
+    return [sample for sample in plan if sample.key not in done]
+
+
+def _existing(prepared: _Prepared, budget: Budget | None, overwrite: bool,
+              reuse_complete: bool) -> tuple[RunRecord | None, bool]:
+    """What a complete run of this spec in the run directory means for the command: its record, to be
+    returned as it is (`reuse_complete`, and it holds every cell asked for, checked against the plan),
+    or whether to extend it (a budgeted run lacking cells asked for). (None, False) otherwise: no such
+    run, or one the store then refuses to redo without --overwrite."""
+    if overwrite:
+        return None, False
     found = RunStore.completed(prepared.directory, prepared.spec)
     if found is None:
-        return None
+        return None, False
     record, samples = found
-    check_against_plan(prepared.plan, {s.key: s for s in samples}, {s.key: i for i, s in enumerate(samples, 1)},
-                       prepared.prefixes, prepared.directory / "samples.jsonl", LOAD_REMEDY, complete=True)
-    return record
+    wanted = _budgeted(prepared, budget, {s.key for s in samples}).plan
+    stored = {s.key: s for s in samples}
+    if any(s.key not in stored for s in wanted):
+        return None, record.budget is not None
+    if not reuse_complete:
+        return None, False
+    check_against_plan(wanted, stored, {s.key: i for i, s in enumerate(samples, 1)}, prepared.prefixes,
+                       prepared.directory / "samples.jsonl", LOAD_REMEDY, complete=True)
+    return record, False
 
 
 def _record(prepared: _Prepared, store: RunStore, resumed: int, truncated: int, started: float,
@@ -161,11 +207,13 @@ def _record(prepared: _Prepared, store: RunStore, resumed: int, truncated: int, 
             "started_unix": started, "finished_unix": finished_at, "resumed_samples": resumed,
             "plan_seconds": planned_at - started, "inference_seconds": finished_at - planned_at,
         },
+        budget=prepared.budget,
     )
 
 
 def _run_ranks(prepared: _Prepared, backend: Backend, group: Group, started: float, overwrite: bool,
-               progress: ProgressCallback | None, reuse_complete: bool) -> tuple[Path, RunRecord]:
+               progress: ProgressCallback | None, reuse_complete: bool,
+               budget: Budget | None) -> tuple[Path, RunRecord]:
     """One rank of a data-parallel run. Rank 0 opens the run directory as one process would (the lock,
     the spec, resuming samples.jsonl with every shard an earlier job left folded in) and tells every
     rank what is done; each rank computes its share into its own log (rank 0: samples.jsonl, rank R:
@@ -173,11 +221,14 @@ def _run_ranks(prepared: _Prepared, backend: Backend, group: Group, started: flo
     which every rank returns. Each backend counts truncated prompts over every request list, as one
     process does, so rank 0's count is the record's."""
     opened: list[RunStore] = []
+    extending: list[bool] = []  # rank 0's; every rank's work is the same under a budget or not
 
     def open_store() -> RunRecord | list[str]:
-        if reuse_complete and not overwrite and (found := _complete(prepared)) is not None:
+        found, reopen = _existing(prepared, budget, overwrite, reuse_complete)
+        if found is not None:
             return found
-        store = RunStore(prepared.directory, prepared.spec, overwrite=overwrite)
+        extending.append(reopen)
+        store = RunStore(prepared.directory, prepared.spec, overwrite=overwrite, extend=reopen)
         opened.append(store)
         check_against_plan(prepared.plan, store.samples, store.lines, prepared.prefixes, store.samples_path,
                            RESUME_REMEDY)
@@ -188,13 +239,16 @@ def _run_ranks(prepared: _Prepared, backend: Backend, group: Group, started: flo
         if isinstance(found, RunRecord):
             return prepared.directory, found
         done = set(found)
+        extend = group.broadcast(lambda: extending[0])
+        prepared = _budgeted(prepared, budget, done)
         if done and group.main:
             log.info("resuming %s: %d of %d samples already done", prepared.directory, len(done), len(prepared.plan))
         planned_at = time.time()
         cut_before = getattr(backend, "truncated", 0)
         own = opened[0] if group.main else SampleLog(prepared.directory / shard_name(group.rank))
         job = _JobProgress(progress, prepared, group.world_size) if progress and group.main else progress
-        group.agree(lambda: execute(prepared.plan, backend, own, prepared.prefixes, job, done=done,
+        work = _work(prepared.plan, done, budget, extend)
+        group.agree(lambda: execute(work, backend, own, prepared.prefixes, job, done=done,
                                     rank=group.rank, world_size=group.world_size))
         if isinstance(job, _JobProgress):
             job.others_done()

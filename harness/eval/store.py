@@ -108,13 +108,16 @@ class RunStore(SampleLog):
         _check_spec_file(directory / "spec.json", record, required=True)
         return record, samples
 
-    def __init__(self, directory: Path, spec: RunSpec, overwrite: bool = False) -> None:
+    def __init__(self, directory: Path, spec: RunSpec, overwrite: bool = False, extend: bool = False) -> None:
+        """`extend` reopens a complete run to add samples (a budgeted run given a larger budget): its
+        run.json is removed once the folder is locked and checked, so until the new one is written
+        the folder is an unfinished run that the same command resumes."""
         super().__init__(directory / "samples.jsonl")
         self.directory = directory
         self.run_path = directory / "run.json"
         check_contents(directory, overwrite)
         if not overwrite and directory.is_dir():
-            self._check(spec)  # a folder refused is left as it was: no lock file is made in it
+            self._check(spec, extend)  # a folder refused is left as it was: no lock file is made in it
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -124,7 +127,9 @@ class RunStore(SampleLog):
         try:
             if overwrite:
                 remove_run_files(directory)
-            self._check(spec)  # again, now that no other process can change the folder
+            self._check(spec, extend)  # again, now that no other process can change the folder
+            if extend and self.run_path.exists():
+                self._write(self.run_path, self.run_path.unlink)
             spec_path = directory / "spec.json"
             if not spec_path.exists():
                 self._write(spec_path, lambda: write_json_atomic(spec_path, spec.to_json()))
@@ -134,10 +139,11 @@ class RunStore(SampleLog):
             self.close()
             raise
 
-    def _check(self, spec: RunSpec) -> None:
-        """Refuse a complete run, another command's run, and samples without the spec they belong to."""
+    def _check(self, spec: RunSpec, extend: bool) -> None:
+        """Refuse a complete run (unless extending it), another command's run, and samples without the
+        spec they belong to."""
         spec_path = self.directory / "spec.json"
-        if self.run_path.exists():
+        if self.run_path.exists() and not extend:
             raise HarnessError(f"{self.directory}: holds a complete run; pass --overwrite to redo it or use another "
                                "--out")
         if spec_path.exists():

@@ -110,6 +110,8 @@ def check_scores(record: RunRecord, samples: Sequence[Sample], run_path: Path, r
     if isinstance(stored, int) and stored != len(samples):
         raise HarnessError(f"{run_path}: counts.samples is {stored}, and samples.jsonl holds {len(samples)} "
                            f"samples; {remedy}")
+    if record.budget is not None:
+        _check_budget(record, samples, run_path, remedy)
     groups: dict[tuple[Any, ...], list[Sample]] = {}
     for sample in samples:
         base = (sample.task, sample.template, sample.template_hash, sample.shots)
@@ -132,3 +134,16 @@ def check_scores(record: RunRecord, samples: Sequence[Sample], run_path: Path, r
             if not same(metric.mean, mean):
                 raise HarnessError(f"{where} has {name} mean {short(metric.mean)}, and its {len(members)} samples "
                                    f"in samples.jsonl give {short(mean)} (a file was edited or damaged); {remedy}")
+
+
+def _check_budget(record: RunRecord, samples: Sequence[Sample], run_path: Path, remedy: str) -> None:
+    """A budgeted run's `budget.cells[i].computed` must be its (task, shots)'s number of samples."""
+    counts: dict[tuple[str, int], int] = {}
+    for sample in samples:
+        counts[(sample.task, sample.shots)] = counts.get((sample.task, sample.shots), 0) + 1
+    for index, cells in enumerate(record.budget.cells):
+        found = counts.get((cells.task, cells.shots), 0)
+        if cells.computed != found or not 0 < cells.computed <= cells.cells:
+            raise HarnessError(f"{run_path}: budget.cells[{index}] ({cells.task}, {cells.shots} shots) says "
+                               f"{cells.computed} of {cells.cells} cells were computed, and samples.jsonl holds "
+                               f"{found}; {remedy}")

@@ -45,11 +45,15 @@ def runs_grid(runs: list[LoadedRun], labels: list[str]) -> Grid:
             held_out = "seen (--seen): " + (", ".join(declared.get("tasks", [])) or DASH)
         else:
             held_out = DASH
+        computed = str(len(samples))
+        if record.budget is not None:
+            computed += f" of {sum(c.cells for c in record.budget.cells)} (--budget {record.budget.requested})"
         rows.append((label, record.spec.model_name or DASH, directory, held_out, str(len(record.spec.tasks)),
-                     joined(record.shot_counts), str(len(samples))))
+                     joined(record.shot_counts), computed))
     return Grid("table-runs", "Runs", ("run", "model", "directory", "labels", "tasks", "shots", "samples"),
                 tuple(rows), frozenset({4, 6}), note="The first run is the baseline that later runs are compared "
-                "with.")
+                "with. A budgeted run computed only some (template, row) cells: its tables hold means over those "
+                "cells, and \"Scores over formats\" its estimates of the rest.")
 
 
 def cluster_grid(clusters: dict[str, list[dict[str, Any]]], labels: list[str]) -> Grid:

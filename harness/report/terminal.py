@@ -35,7 +35,8 @@ def score_table(record: RunRecord) -> Table:
     shot count: mean ± stderr (%). Every metric is shown: NIv2's ROUGE-L beside its exact match, an
     extraction task's F1 beside exact match, acc_norm beside acc, as the JSON has them."""
     shots = record.shot_counts
-    table = Table(title=_t(f"{record.run_id}  ({record.spec.model_name})"), title_justify="left")
+    budgeted = "  budgeted: means over the computed cells only, n per template in run.json" if record.budget else ""
+    table = Table(title=_t(f"{record.run_id}  ({record.spec.model_name}){budgeted}"), title_justify="left")
     labelled = record.labelled  # from the model's training manifest or `--seen`
     for column in ("cluster", "task", "template", *(["seen"] if labelled else []), "metric"):
         table.add_column(column)
@@ -116,6 +117,26 @@ def sensitivity_table(rows: list[dict[str, Any]]) -> Table:
             span(row["q1"], row["q3"], "-"), span(row["min"], row["max"], "-"),
             _t(row["best_template"] or "-"), _t(row["worst_template"] or "-"),
         )
+    return table
+
+
+def budget_table(estimates: Sequence[Any]) -> Table:
+    """A budgeted run's spread over templates per (task, shots), a line per statistic:
+    `harness.analysis.budget`'s estimates (`BudgetEstimate`) of the full run's mean over templates,
+    its quantiles, and the best and worst template, each with its interval (percent)."""
+    confidence = round(100 * estimates[0].confidence)
+    table = Table(title=f"spread over templates, ESTIMATED from the computed cells (primary metric, %, "
+                        f"{confidence}% intervals)", title_justify="left")
+    for column in ("task", "shots", "templates", "cells computed", "statistic", "estimate", "interval", "template"):
+        table.add_column(column, justify="right" if column in ("shots", "templates", "estimate") else "left")
+    for item in estimates:
+        spread = item.distribution
+        lines = [("mean", spread.mean, ""), *((f"q{round(100 * q):02d}", value, "") for q, value in spread.quantiles),
+                 ("best", spread.best, spread.best_template), ("worst", spread.worst, spread.worst_template)]
+        heading = (_t(item.task), str(item.shots), str(len(item.templates)), f"{item.computed} of {item.cells}")
+        for index, (name, value, template) in enumerate(lines):
+            table.add_row(*(heading if index == 0 else ("",) * len(heading)), name, pct(value.value),
+                          interval(value.low, value.high), _t(template), end_section=index == len(lines) - 1)
     return table
 
 
