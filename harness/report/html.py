@@ -43,6 +43,16 @@ from harness.report.grids import (
     sweep_grid,
 )
 from harness.report.inputs import LoadedRun, check_sweep
+from harness.report.spread import PLOT_ID as SPREAD_PLOT
+from harness.report.spread import (
+    effects_grid,
+    spread_caption,
+    spread_data,
+    spread_figure,
+    spread_grid,
+    spread_omission,
+    spreads,
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,11 @@ class Report:
     omitted: tuple[tuple[str, str], ...]
     tables: tuple[Grid, ...]
     data: dict[str, Any] = field(default_factory=dict)
+    formats: tuple[Plot, ...] = ()
+    """The "Scores over formats" section's figure; its tables are among `tables` (`FORMAT_TABLES`)."""
+
+
+FORMAT_TABLES = ("table-spread", "table-tag-effects")
 
 
 def _labels(runs: list[LoadedRun]) -> list[str]:
@@ -114,10 +129,11 @@ def build_report(
             omitted.append((f"comparison {labels[0]} vs {label}", str(exc)))
 
     plots: list[Plot] = []
+    formats: list[Plot] = []
 
-    def add(plot_id: str, title: str, caption: str, why_not: str | None, draw) -> None:
+    def add(plot_id: str, title: str, caption: str, why_not: str | None, draw, into: list[Plot] = plots) -> None:
         if why_not is None:
-            plots.append(Plot(plot_id, title, caption, figure_svg(draw(), plot_id)))
+            into.append(Plot(plot_id, title, caption, figure_svg(draw(), plot_id)))
         else:
             omitted.append((plot_id, why_not))
 
@@ -147,6 +163,10 @@ def build_report(
         "Held-out score after tuning on more and more clusters (0: the base model); band: the interval "
         "of each point.", None if sweep is not None else "no --sweep given: no sweep curve",
         lambda: sweep_figure(sweep))
+    spread, spread_omitted = spreads(pairs, labels, seed=seed)
+    omitted += spread_omitted
+    add(SPREAD_PLOT, "Scores over formats", spread_caption(spread, labels), spread_omission(spread),
+        lambda: spread_figure(spread, labels, colours), formats)
 
     tables = [runs_grid(runs, labels)]
     tables += [generalization_grid(rows, labels[0], label, index) for index, (label, rows) in enumerate(by_status, 1)]
@@ -161,6 +181,11 @@ def build_report(
     tables.append(sensitivity_grid(sensitivity))
     if sweep is not None:
         tables.append(sweep_grid(sweep))
+    if spread:
+        effects = effects_grid(spread, labels)
+        tables += [spread_grid(spread, labels)] + ([effects] if effects is not None else [])
+        if effects is None:
+            omitted.append(("table-tag-effects", "no task's templates differ in their tags: no tag effects"))
 
     subtitle = (f"{len(runs)} run{'s' if len(runs) > 1 else ''}; baseline {labels[0]}; intervals are "
                 f"{CONFIDENCE:.0%} bootstrap intervals ({RESAMPLES} resamples, seed {seed}); scores in percent.")
@@ -168,8 +193,9 @@ def build_report(
             "shots_plot": plotted,
             "template_sensitivity": sensitivity, "generalization_gap": gaps,
             "comparisons": [c for _, c in comparisons], "generalization": dict(by_status), "scatter": paired,
-            "sweep": sweep}
-    return Report(title or "Evaluation report", subtitle, tuple(plots), tuple(omitted), tuple(tables), data)
+            "sweep": sweep, "spread": spread_data(spread)}
+    return Report(title or "Evaluation report", subtitle, tuple(plots), tuple(omitted), tuple(tables), data,
+                  tuple(formats))
 
 
 def _shots_curves(pairs: list[tuple[RunRecord, list[Sample]]], labels: list[str],
@@ -244,6 +270,11 @@ def _html_table(grid: Grid) -> str:
             f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table></div>\n{note}\n</section>")
 
 
+def _html_figure(plot: Plot) -> str:
+    return (f'<figure id="{html.escape(plot.id)}">\n{plot.svg}\n<figcaption><b>{html.escape(plot.title)}.'
+            f"</b> {html.escape(plot.caption)}</figcaption>\n</figure>")
+
+
 def render_html(report: Report) -> str:
     """The page as one string: inline style, inline SVG, every text escaped."""
     parts = [
@@ -255,15 +286,18 @@ def render_html(report: Report) -> str:
     by_id = {grid.id: grid for grid in report.tables}
     parts.append(_html_table(by_id["table-runs"]))
     parts.append('<section id="plots">\n<h2>Plots</h2>')
-    for plot in report.plots:
-        parts.append(f'<figure id="{html.escape(plot.id)}">\n{plot.svg}\n<figcaption><b>{html.escape(plot.title)}.'
-                     f"</b> {html.escape(plot.caption)}</figcaption>\n</figure>")
+    parts += [_html_figure(plot) for plot in report.plots]
     if report.omitted:
         parts.append('<ul class="omitted">' + "".join(
             f"<li>{html.escape(what)}: {html.escape(why)}</li>" for what, why in report.omitted) + "</ul>")
     parts.append("</section>")
+    formats = [grid for grid in report.tables if grid.id in FORMAT_TABLES]
+    if report.formats or formats:
+        parts.append('<section id="formats">\n<h2>Scores over formats</h2>')
+        parts += [_html_figure(plot) for plot in report.formats] + [_html_table(grid) for grid in formats]
+        parts.append("</section>")
     parts.append('<section id="tables">\n<h2>Tables</h2>')
-    parts += [_html_table(grid) for grid in report.tables if grid.id != "table-runs"]
+    parts += [_html_table(grid) for grid in report.tables if grid.id != "table-runs" and grid.id not in FORMAT_TABLES]
     parts += ["</section>", "</main>", "</body>", "</html>", ""]
     return "\n".join(parts)
 
@@ -292,7 +326,7 @@ def render_markdown(report: Report) -> str:
         lines.append("")
     if report.omitted:
         lines += ["## Left out", ""] + [f"- {_md(what)}: {_md(why)}" for what, why in report.omitted] + [""]
-    plots = ", ".join(plot.id for plot in report.plots)
+    plots = ", ".join(plot.id for plot in (*report.plots, *report.formats))
     lines += [f"Plots ({plots or 'none'}) are on the HTML page.", ""]
     return "\n".join(lines)
 
