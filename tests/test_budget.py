@@ -9,15 +9,17 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from harness.analysis.budget import estimate_budget, score_summary
-from harness.analysis.budget_matrix import CellMatrix, run_matrices
+from harness.analysis.budget_matrix import CellMatrix, cell_matrix, run_matrices
 from harness.errors import HarnessError
 from harness.eval.budget_design import budget_size, design_cells, design_order
+from harness.eval.record import Sample
 from harness.eval.store import load_run
 
 RUNS = Path(__file__).parent / "data" / "runs"
@@ -209,3 +211,78 @@ def test_a_subset_of_uncomputed_cells_and_an_empty_budget_are_refused():
     empty = part.subset([])
     with pytest.raises(HarnessError, match="no computed cell"):
         estimate_budget(empty)
+
+
+# The template x class term and row-independent templates.
+
+def with_constant_templates(seed: int, constant: dict[int, np.ndarray] | None = None) -> CellMatrix:
+    """`synthetic` on rows of two alternating classes (gold option 0 or 1), with the templates of
+    `constant` replaced by a row-independent answer: the given value on each class's rows."""
+    full = synthetic(seed, templates=16, rows=150)
+    classes = np.arange(len(full.rows)) % 2
+    sums = full.sums.copy()
+    for template, by_class in (constant or {}).items():
+        sums[template] = by_class[classes]
+    return CellMatrix(full.task, 0, "acc", full.templates, full.rows, full.tags, sums, full.counts, full.computed,
+                      classes)
+
+
+def test_a_template_that_always_answers_one_option_is_estimated_at_half():
+    always_first = {t: np.array([1.0, 0.0]) for t in (3, 8, 13)}
+    errors, without_classes = [], []
+    for seed in range(5):
+        full = with_constant_templates(seed, always_first)
+        part = budgeted(full, 0.1, seed)
+        estimate = estimate_budget(part, seed=seed, resamples=20)
+        errors += [abs(estimate.templates[t].score.value - 0.5) for t in always_first]
+        blind = estimate_budget(replace(part, row_classes=None), seed=seed, resamples=20)
+        without_classes += [abs(blind.templates[t].score.value - 0.5) for t in always_first]
+        # Its interval holds the 50% it scores.
+        assert all(estimate.templates[t].score.low <= 0.5 <= estimate.templates[t].score.high for t in always_first)
+    # Measured: 0.1 points on average with the classes; 3.2 points without them (the additive model
+    # reads its 15 cells, about half right, through the rows' difficulties).
+    assert np.mean(errors) < 0.01
+    assert np.mean(without_classes) > 2 * np.mean(errors)
+
+
+def test_a_template_right_on_every_computed_cell_can_be_at_100_percent():
+    perfect = {t: np.array([1.0, 1.0]) for t in (0, 5, 10)}
+    for seed in range(3):
+        estimate = estimate_budget(budgeted(with_constant_templates(seed, perfect), 0.1, seed), seed=seed,
+                                   resamples=40)
+        for t in perfect:
+            score = estimate.templates[t].score
+            assert score.value > 0.85  # measured 0.88-0.93: 15 right cells do not rule out a template at 80%
+            assert score.high == 1.0  # a row bootstrap of expected scores never reaches it
+
+
+def test_rows_classes_come_from_the_samples_and_a_subset_keeps_those_it_computes():
+    full = with_constant_templates(0)
+    part = budgeted(full, 0.05, 0)  # 120 cells: some of the 150 rows have none
+    seen = part.computed.any(axis=0)
+    assert 0 < seen.sum() < len(full.rows)
+    assert np.array_equal(part.row_classes[seen], full.row_classes[seen])
+    assert np.all(part.row_classes[~seen] == -1)
+    assert part.cells().classes == 2
+    record, samples = load_run(RUNS / "base")
+    matrix = run_matrices(record, samples)[("t1", 0)]
+    gold = {s.row_id: s.answer_index for s in samples if (s.task, s.shots) == ("t1", 0)}
+    assert matrix.row_classes.tolist() == [gold[row] for row in matrix.rows]
+
+
+def make_sample(template: str, row: str, value: float, answer_index: int | None) -> Sample:
+    return Sample("gen", "c", template, "h" * 12, 0, row, [], "prompt", {"em": value}, answer_index=answer_index)
+
+
+def test_a_generation_task_has_no_class_term_and_gold_must_agree_across_templates():
+    samples = [make_sample(t, r, float((i + j) % 2), None) for i, t in enumerate(("a", "b")) for j, r in
+               enumerate(("r1", "r2", "r3"))]
+    matrix = cell_matrix("gen", 0, "em", samples, ("a", "b"), ("r1", "r2", "r3"), {})
+    assert matrix.row_classes.tolist() == [-1, -1, -1]
+    cells = matrix.cells()
+    assert cells.classes == 0 and np.all(cells.row_class == -1)
+    estimate = estimate_budget(matrix.subset([("a", "r1"), ("a", "r2"), ("b", "r3")]), resamples=10)
+    assert all(0 <= t.score.low <= t.score.value <= t.score.high <= 1 for t in estimate.templates)
+    with pytest.raises(HarnessError, match="has gold option 1, another template of row 'r1' has 0"):
+        cell_matrix("gen", 0, "em", [make_sample("a", "r1", 1.0, 0), make_sample("b", "r1", 1.0, 1)],
+                    ("a", "b"), ("r1",), {})

@@ -9,13 +9,21 @@ module estimates what the full run would have reported, after PromptEval (Polo e
   model of template effect minus row difficulty, with template tags as covariates). A computed cell
   is never replaced by a prediction, so at a budget of every cell the estimate is the full run's
   mean exactly, with no model term.
+  A template may instead be row-independent (its answer set by the row's class alone: always
+  option A, or always right); each template's chance of that is weighed against the logistic model
+  (`harness.analysis.budget_draws.RowIndependent`) and its predictions mix the two.
 - From those scores, the distribution over templates: mean, quantiles 5/25/50/75/95, and the best
-  and worst template.
+  and worst template, each (but the mean) averaged over posterior-predictive draws of the
+  uncomputed cells (`harness.analysis.budget_draws`): the quantiles of shrunken expected scores are
+  not those of the realized scores a full run reports.
 - Each tag's effect on the score (say, listing the options), in probability averaged over rows and
   templates, from the covariate model: every template's tag set to the value against set to the
   reference value, all else kept.
 - Intervals for all of them from a bootstrap over rows: a drawn row brings all its computed cells,
-  and the model is refitted on each draw (from the full fit, so hundreds take seconds).
+  and the model is refitted on each draw (from the full fit, so hundreds take seconds); each
+  replicate's uncomputed cells are then a predictive draw around the refit, so an interval holds
+  the posterior's uncertainty about the template (which shrinkage hides from the bootstrap) and the
+  cells' own 0/1 noise (a template right on all its computed cells can score exactly 100%).
 - The naive estimate beside it, each template's mean over its computed cells, to show what the
   model adds.
 
@@ -25,11 +33,12 @@ Scores are on the metric's scale (0 to 1), as in run records; a tag effect is a 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from harness.analysis.budget_draws import RowIndependent, TemplatePosterior, outcomes
 from harness.analysis.budget_matrix import CellMatrix
 from harness.analysis.irt import Cells, Fit, Priors, fit, fit_with_priors
 from harness.analysis.scores import bootstrap_rng, check_bootstrap, clean, percentile_interval, row_weights
@@ -37,6 +46,7 @@ from harness.analysis.template_features import TagColumn, tag_design, with_level
 from harness.errors import HarnessError
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_DRAWS = 200  # predictive draws the distribution's statistics average over: Monte Carlo error ~0.1 point
 SUMMARY = ("mean", *(f"q{round(100 * q):02d}" for q in QUANTILES), "best", "worst")
 """The statistics of a score distribution over templates, in `score_summary`'s order."""
 
@@ -132,12 +142,44 @@ class _Model:
         self.weight = np.where(matrix.computed, matrix.counts, self.row_weight[None, :])
         self.complete = bool(matrix.computed.all())
         self.needs_fit = not self.complete or bool(self.columns)
+        self.binary = bool(np.all(self.cells.weight == 1) and np.all((self.cells.value == 0) | (self.cells.value == 1)))
+        self.posterior: TemplatePosterior | None = None
+        self.mixture: RowIndependent | None = None
+
+    def fit(self, rng: np.random.Generator) -> tuple[Fit | None, Priors]:
+        """The fit the estimate predicts from, and its priors. With cells to predict: first the
+        logistic model on every template, to weigh each template's chance of being row-independent
+        (`RowIndependent`), then the model refitted with each template's cells weighted by its
+        chance of not being so, so the templates that ignore the rows do not set the spreads of
+        those that read them (one EM round; more would let a template's own fit chase its weight)."""
+        if not self.needs_fit:
+            return None, Priors()
+        fitted, priors = fit_with_priors(self.cells, self.features)
+        if self.complete:
+            return fitted, priors
+        first = TemplatePosterior(self.cells, self.features, fitted, priors, rng)
+        self.mixture = RowIndependent(self.cells, first.log_marginal, self.binary)
+        self.cells = replace(self.cells, weight=self.cells.weight * (1 - self.mixture.probability[self.cells.template]))
+        fitted, priors = fit_with_priors(self.cells, self.features)
+        self.posterior = TemplatePosterior(self.cells, self.features, fitted, priors, rng)
+        return fitted, priors
 
     def scores(self, fitted: Fit | None, draw: np.ndarray) -> np.ndarray:
         """Per template: the mean over the drawn rows of observed values and, where not computed, predictions."""
         values = self.matrix.sums
         if not self.complete:
-            values = np.where(self.matrix.computed, values, self.weight * fitted.probabilities(self.features))
+            values = np.where(self.matrix.computed, values,
+                              self.weight * self.mixture.mixed(fitted.probabilities(self.features)))
+        return (values @ draw) / (self.weight @ draw)
+
+    def predictive(self, fitted: Fit | None, draw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Per template: the mean over the drawn rows of observed values and, where not computed,
+        outcomes drawn from a posterior draw of the template effects (`harness.analysis.budget_draws`)."""
+        if self.complete:
+            return self.scores(fitted, draw)
+        logits = fitted.logits(self.features) + self.posterior.shift(fitted.row_class, rng)
+        drawn = self.mixture.choose(outcomes(logits, self.binary, rng), rng)
+        values = np.where(self.matrix.computed, self.matrix.sums, self.weight * drawn)
         return (values @ draw) / (self.weight @ draw)
 
     def naive(self, draw: np.ndarray) -> np.ndarray:
@@ -166,9 +208,11 @@ def _estimates(point: np.ndarray, replicates: np.ndarray, confidence: float) -> 
     return [Estimate(clean(p), *percentile_interval(replicates[:, i], confidence)) for i, p in enumerate(point)]
 
 
-def _distribution(templates: tuple[str, ...], scores: np.ndarray, replicates: np.ndarray,
+def _distribution(templates: tuple[str, ...], scores: np.ndarray, point: np.ndarray, replicates: np.ndarray,
                   confidence: float) -> Distribution:
-    summary = _estimates(score_summary(scores), score_summary(replicates), confidence)
+    """The distribution's statistics `point` (in `SUMMARY` order) with intervals from the replicates'
+    scores; the best and worst templates are named from `scores`."""
+    summary = _estimates(point, score_summary(replicates), confidence)
     known = [i for i in range(len(templates)) if not np.isnan(scores[i])]
     best = max(known, key=lambda i: (scores[i], templates[i]))
     worst = min(known, key=lambda i: (scores[i], templates[i]))
@@ -190,12 +234,20 @@ def estimate_budget(matrix: CellMatrix, *, covariates: bool = True, seed: int = 
 
 def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, confidence: float) -> BudgetEstimate:
     model = _Model(matrix, covariates)
-    fitted, priors = fit_with_priors(model.cells, model.features) if model.needs_fit else (None, Priors())
+    rng = bootstrap_rng(seed, "budget-draws", matrix.task, matrix.shots)
+    fitted, priors = model.fit(rng)
     ones = np.ones(len(matrix.rows))
     scores = model.scores(fitted, ones)
     if model.complete:
         # Summed as the record sums them, so a full run's estimate is its mean to the last bit.
         scores = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)
+        summary = score_summary(scores)
+    else:
+        # The quantiles, best and worst of the realized scores, averaged over predictive draws; the
+        # mean over templates is linear, so its plug-in value is that average without the draws' noise.
+        summary = np.mean([score_summary(model.predictive(fitted, ones, rng)) for _ in range(_DRAWS)],
+                          axis=0)
+        summary[0] = np.mean(scores)
     naive, effects = model.naive(ones), model.effects(fitted, ones)
     draws = np.concatenate(list(row_weights(bootstrap_rng(seed, "budget", matrix.task, matrix.shots),
                                             len(matrix.rows), resamples)))
@@ -205,8 +257,8 @@ def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, c
     for i, draw in enumerate(draws):
         refit = (fit(model.cells, model.features, priors, row_weights=draw, start=fitted, refit=True)
                  if fitted is not None else None)
-        score_draws[i], naive_draws[i], effect_draws[i] = (model.scores(refit, draw), model.naive(draw),
-                                                           model.effects(refit, draw))
+        score_draws[i], naive_draws[i], effect_draws[i] = (model.predictive(refit, draw, rng),
+                                                           model.naive(draw), model.effects(refit, draw))
     computed = matrix.computed.sum(axis=1)
     per_template = tuple(
         TemplateEstimate(template, Estimate(clean(scores[t]), *percentile_interval(score_draws[:, t], confidence)),
@@ -220,5 +272,6 @@ def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, c
                                              strict=True))
     return BudgetEstimate(matrix.task, matrix.shots, matrix.metric, matrix.computed.size, int(computed.sum()),
                           confidence, resamples, per_template,
-                          _distribution(matrix.templates, scores, score_draws, confidence),
-                          _distribution(matrix.templates, naive, naive_draws, confidence), tag_effects)
+                          _distribution(matrix.templates, scores, summary, score_draws, confidence),
+                          _distribution(matrix.templates, naive, score_summary(naive), naive_draws, confidence),
+                          tag_effects)

@@ -10,6 +10,10 @@ budget too small to touch every one).
 A cell holds the sum and the number of its judgements, as the record's means are built: a sample
 with one value is one judgement, an IFEval sample one per instruction (see `harness.metrics.flatten`),
 so a template's mean over the computed cells of a full run is exactly the record's mean.
+
+A row of a choice task also has a class, its gold option (`Sample.answer_index`), which does not
+depend on the template: known from any computed sample of the row, it lets the estimator tell a
+template that always answers one option from one that reads the rows.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from harness.eval.record import RunRecord, Sample
 class CellMatrix:
     """Every (template, row) cell of one (task, shots): `sums` and `counts` of the judgements of the
     computed cells (templates x rows, zero elsewhere), `computed` which cells a sample exists for,
-    and each template's tags (the record's `template_tags`)."""
+    each template's tags (the record's `template_tags`), and each row's gold option index
+    (`row_classes`; -1 where no computed sample of the row says, as for every row of a generation
+    task; None is read as all -1)."""
 
     task: str
     shots: int
@@ -42,12 +48,27 @@ class CellMatrix:
     sums: np.ndarray
     counts: np.ndarray
     computed: np.ndarray
+    row_classes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.row_classes is None:
+            object.__setattr__(self, "row_classes", np.full(len(self.rows), -1, dtype=np.int64))
+        if np.shape(self.row_classes) != (len(self.rows),):
+            raise HarnessError(f"task {self.task!r} ({self.shots}-shot) has {np.size(self.row_classes)} row classes "
+                               f"for {len(self.rows)} rows; give one class (or -1) per row")
 
     def cells(self) -> Cells:
-        """The computed cells that hold a judgement, as the model fits them."""
+        """The computed cells that hold a judgement, as the model fits them, with the classes
+        renumbered over those present; fewer than two classes is no class term."""
         template, row = np.nonzero(self.computed & (self.counts > 0))
         counts = self.counts[template, row]
-        return Cells(template, row, self.sums[template, row] / counts, counts, len(self.templates), len(self.rows))
+        present, numbered = np.unique(self.row_classes, return_inverse=True)
+        known = present >= 0
+        row_class = np.where(self.row_classes >= 0, numbered - (~known).sum(), -1)
+        if known.sum() < 2:
+            row_class = np.full(len(self.rows), -1)
+        return Cells(template, row, self.sums[template, row] / counts, counts, len(self.templates), len(self.rows),
+                     row_class, int(known.sum()) if known.sum() >= 2 else 0)
 
     def row_weights(self) -> np.ndarray:
         """Each row's number of judgements: what an uncomputed cell of the row weighs in its
@@ -73,19 +94,23 @@ class CellMatrix:
             t, r = (int(i[0]) for i in np.nonzero(missing))
             raise HarnessError(f"task {self.task!r} ({self.shots}-shot) cell ({self.templates[t]!r}, {self.rows[r]!r}) "
                                "was not computed in this run; subset a full run")
+        # A row's class is known only through a computed sample of it.
+        classes = np.where(keep.any(axis=0), self.row_classes, -1)
         return CellMatrix(self.task, self.shots, self.metric, self.templates, self.rows, self.tags,
-                          np.where(keep, self.sums, 0.0), np.where(keep, self.counts, 0.0), keep)
+                          np.where(keep, self.sums, 0.0), np.where(keep, self.counts, 0.0), keep, classes)
 
 
 def cell_matrix(task: str, shots: int, metric: str, samples: Sequence[Sample], templates: Sequence[str],
                 rows: Sequence[str], tags: Mapping[str, Mapping[str, Any]]) -> CellMatrix:
     """The matrix of one (task, shots) from its samples, over the given templates and rows (in the
-    order given; a sample outside them is refused, as is one cell sampled twice)."""
+    order given; a sample outside them is refused, as is one cell sampled twice, and two samples of
+    a row that disagree on its gold option)."""
     template_index = {t: i for i, t in enumerate(templates)}
     row_index = {r: i for i, r in enumerate(rows)}
     sums = np.zeros((len(templates), len(rows)))
     counts = np.zeros_like(sums)
     computed = np.zeros(sums.shape, dtype=bool)
+    classes = np.full(len(rows), -1, dtype=np.int64)
     for sample in samples:
         if sample.template not in template_index or sample.row_id not in row_index:
             raise HarnessError(f"sample {sample.key!r} is outside the templates and rows of task {task!r}; "
@@ -96,10 +121,15 @@ def cell_matrix(task: str, shots: int, metric: str, samples: Sequence[Sample], t
         t, r = template_index[sample.template], row_index[sample.row_id]
         if computed[t, r]:
             raise HarnessError(f"sample {sample.key!r} appears twice (or with two template hashes) in the samples")
+        if sample.answer_index is not None:
+            if classes[r] not in (-1, sample.answer_index):
+                raise HarnessError(f"sample {sample.key!r} has gold option {sample.answer_index}, another template "
+                                   f"of row {sample.row_id!r} has {classes[r]}; the samples come from different runs")
+            classes[r] = sample.answer_index
         total, count = value_sum_count(sample.metrics[metric])
         sums[t, r], counts[t, r], computed[t, r] = total, count, True
     return CellMatrix(task, shots, metric, tuple(templates), tuple(rows),
-                      tuple(tags.get(t, {}) for t in templates), sums, counts, computed)
+                      tuple(tags.get(t, {}) for t in templates), sums, counts, computed, classes)
 
 
 def run_matrices(record: RunRecord, samples: Samples,

@@ -10,11 +10,20 @@ one effect theta_t per template and one difficulty beta_r per row, and its covar
 theta_t = x_t . gamma + delta_t with x_t the template's tags (one-hot), so templates that share a
 format choice share its effect and only what the tags do not explain is left to delta_t.
 
-The fit is penalized maximum likelihood: Gaussian (L2) priors on delta, beta and gamma make the
+On a choice task a row's gold option (its class) is known from any computed cell of the row, and
+this model adds a template x class term, eta_tr += alpha_{t, class(r)}. Small models often answer
+one option whatever the row in some wordings (a third of the tiny base model's format variants score
+exactly 50% on a balanced binary task): the additive model can only predict such a template as
+"right half the time on every row", which puts its hard-row and easy-row errors in the wrong
+places and, fitted on a dozen cells, lets row difficulty pull it away from 50%; with alpha it is
+right on the rows of the class it always picks and wrong on the others, which is what happens.
+Rows of unknown class (none computed, or a generation task) get no alpha term.
+
+The fit is penalized maximum likelihood: Gaussian (L2) priors on delta, alpha, beta and gamma make the
 parameters identifiable (a row seen only right answers would otherwise get difficulty -inf) and
 shrink effects measured on few cells. A score in [0, 1] that is not binary (F1, ROUGE) enters the
 same likelihood as a quasi-binomial observation, and a cell holding several judgements (IFEval)
-counts as that many. The spreads of the template and row priors are set from the data
+counts as that many. The spreads of the template, class and row priors are set from the data
 (`fit_with_priors`: empirical Bayes, a Laplace-approximate EM step per round), starting from light
 ones.
 
@@ -45,7 +54,9 @@ class Cells:
     """The computed cells of one (task, shots): parallel arrays, one entry per cell.
 
     `template` and `row` index the template and row lists of the matrix; `value` is the cell's mean
-    judgement in [0, 1], `weight` its number of judgements."""
+    judgement in [0, 1], `weight` its number of judgements. `row_class` is each row's class in
+    0..classes-1 (its gold option, numbered over the classes present), -1 where unknown; `classes`
+    is 0 where there is no class term (a generation task, or every known row of one class)."""
 
     template: np.ndarray
     row: np.ndarray
@@ -53,43 +64,63 @@ class Cells:
     weight: np.ndarray
     templates: int
     rows: int
+    row_class: np.ndarray
+    classes: int
+
+    def class_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cells whose row has a class, and each one's (template, class) entry of alpha, flattened."""
+        known = np.nonzero(self.row_class[self.row] >= 0)[0]
+        return known, self.template[known] * self.classes + self.row_class[self.row[known]]
 
 
 @dataclass(frozen=True)
 class Priors:
-    """Standard deviations (logits) of the Gaussian priors on template effects delta, row
-    difficulties beta and covariate effects gamma."""
+    """Standard deviations (logits) of the Gaussian priors on template effects delta, template x
+    class effects alpha, row difficulties beta and covariate effects gamma."""
 
     template_sd: float = 1.0
     row_sd: float = 1.5
     covariate_sd: float = 1.0
+    class_sd: float = 1.0
 
 
 @dataclass(frozen=True)
 class Fit:
     """A fitted model: the intercept, covariate effects (one per feature column), template effects
-    beyond the covariates, and row difficulties."""
+    beyond the covariates, template x class effects (templates x classes), row difficulties, and the
+    rows' classes the alpha term is indexed by (-1: none)."""
 
     mu: float
     gamma: np.ndarray
     delta: np.ndarray
+    alpha: np.ndarray
     beta: np.ndarray
+    row_class: np.ndarray
 
     def vector(self) -> np.ndarray:
-        return np.concatenate([[self.mu], self.gamma, self.delta, self.beta])
+        return np.concatenate([[self.mu], self.gamma, self.delta, self.alpha.ravel(), self.beta])
 
     def theta(self, features: np.ndarray) -> np.ndarray:
         """Each template's total effect, x_t . gamma + delta_t."""
         return features @ self.gamma + self.delta
 
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """(templates x rows): the linear predictor of every cell, computed or not."""
+        eta = self.mu + self.theta(features)[:, None] - self.beta[None, :]
+        if self.alpha.shape[1]:
+            eta = eta + np.where(self.row_class >= 0, self.alpha[:, np.maximum(self.row_class, 0)], 0.0)
+        return eta
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(templates x rows): the predicted probability of every cell, computed or not."""
-        return expit(self.mu + self.theta(features)[:, None] - self.beta[None, :])
+        return expit(self.logits(features))
 
 
-def _unpack(vector: np.ndarray, covariates: int, templates: int) -> Fit:
-    return Fit(float(vector[0]), vector[1:1 + covariates], vector[1 + covariates:1 + covariates + templates],
-               vector[1 + covariates + templates:])
+def _unpack(vector: np.ndarray, covariates: int, cells: Cells) -> Fit:
+    bounds = np.cumsum([1, covariates, cells.templates, cells.templates * cells.classes])
+    return Fit(float(vector[0]), vector[1:bounds[1]], vector[bounds[1]:bounds[2]],
+               vector[bounds[2]:bounds[3]].reshape(cells.templates, cells.classes), vector[bounds[3]:],
+               cells.row_class)
 
 
 def fit(cells: Cells, features: np.ndarray, priors: Priors, row_weights: np.ndarray | None = None,
@@ -97,25 +128,27 @@ def fit(cells: Cells, features: np.ndarray, priors: Priors, row_weights: np.ndar
     """The penalized maximum-likelihood fit. `row_weights` multiply each row's cells (a bootstrap
     draw's counts of each row); `start` is a warm start, a bootstrap refit's full-data fit; `refit`
     stops at the looser tolerance a bootstrap draw needs."""
-    covariates, templates = features.shape[1], cells.templates
+    covariates, templates, pairs = features.shape[1], cells.templates, cells.templates * cells.classes
     weight = cells.weight if row_weights is None else cells.weight * row_weights[cells.row]
     penalty = np.concatenate([[0.0], np.full(covariates, priors.covariate_sd ** -2.0),
-                              np.full(templates, priors.template_sd ** -2.0),
+                              np.full(templates, priors.template_sd ** -2.0), np.full(pairs, priors.class_sd ** -2.0),
                               np.full(cells.rows, priors.row_sd ** -2.0)])
     t, r, y = cells.template, cells.row, cells.value
+    known, pair = cells.class_index()
     # L-BFGS-B works on the parameters divided by the square root of their curvature at p = 1/2 (a
     # diagonal preconditioner): the intercept sees every cell and a row a handful, and unscaled that
     # gap in curvature costs several times the iterations.
     by_template_weight = np.bincount(t, weight, templates) / 4
     scale = 1.0 / np.sqrt(penalty + np.concatenate([
         [weight.sum() / 4], features.T @ by_template_weight, by_template_weight,
-        np.bincount(r, weight, cells.rows) / 4]))
+        np.bincount(pair, weight[known], pairs) / 4, np.bincount(r, weight, cells.rows) / 4]))
 
     def objective(scaled: np.ndarray) -> tuple[float, np.ndarray]:
         vector = scaled * scale
-        params = _unpack(vector, covariates, templates)
+        params = _unpack(vector, covariates, cells)
         theta = features @ params.gamma + params.delta
         eta = params.mu + theta[t] - params.beta[r]
+        eta[known] += params.alpha.ravel()[pair]
         # softplus(eta) - y * eta, the negative log-likelihood of a (quasi-)binomial observation, and
         # its derivative sigmoid(eta) - y, both from one exp(-|eta|) (which cannot overflow).
         small = np.exp(-np.abs(eta))
@@ -123,20 +156,27 @@ def fit(cells: Cells, features: np.ndarray, priors: Priors, row_weights: np.ndar
         residual = weight * (np.where(eta >= 0, 1.0, small) / (1.0 + small) - y)
         by_template = np.bincount(t, residual, templates)
         gradient = np.concatenate([[residual.sum()], features.T @ by_template, by_template,
-                                   -np.bincount(r, residual, cells.rows)])
+                                   np.bincount(pair, residual[known], pairs), -np.bincount(r, residual, cells.rows)])
         return float(loss), (gradient + penalty * vector) * scale
 
     initial = start.vector() if start is not None else _initial(cells, covariates)
     result = minimize(objective, initial / scale, jac=True, method="L-BFGS-B",
                       options={"maxiter": 2000, "ftol": _REFIT_FTOL if refit else _FTOL,
                                "gtol": _REFIT_GTOL if refit else _GTOL})
-    return _unpack(result.x * scale, covariates, templates)
+    return _unpack(result.x * scale, covariates, cells)
 
 
 def _initial(cells: Cells, covariates: int) -> np.ndarray:
     """Zero effects around the logit of the overall mean: a start close to the answer for any data."""
     mean = float(np.clip(cells.weight @ cells.value / cells.weight.sum(), 0.02, 0.98))
-    return np.concatenate([[np.log(mean / (1 - mean))], np.zeros(covariates + cells.templates + cells.rows)])
+    return np.concatenate([[np.log(mean / (1 - mean))],
+                           np.zeros(covariates + cells.templates * (1 + cells.classes) + cells.rows)])
+
+
+def cell_information(cells: Cells, features: np.ndarray, fitted: Fit) -> np.ndarray:
+    """Each computed cell's Fisher information about its linear predictor, weight * p * (1 - p)."""
+    eta = fitted.logits(features)[cells.template, cells.row]
+    return cells.weight * expit(eta) * expit(-eta)
 
 
 def _posterior_sd_update(effects: np.ndarray, curvature: np.ndarray, sd: float) -> float:
@@ -147,7 +187,7 @@ def _posterior_sd_update(effects: np.ndarray, curvature: np.ndarray, sd: float) 
 
 
 def fit_with_priors(cells: Cells, features: np.ndarray, priors: Priors = Priors()) -> tuple[Fit, Priors]:
-    """The fit with the template and row prior spreads chosen from the data by empirical Bayes.
+    """The fit with the template, class and row prior spreads chosen from the data by empirical Bayes.
 
     Each round fits the model, then sets each spread to what the effects and their Laplace-
     approximate posterior variances (from the diagonal of the Hessian) say; a few rounds settle it
@@ -156,17 +196,22 @@ def fit_with_priors(cells: Cells, features: np.ndarray, priors: Priors = Priors(
     others': both vary from task to task (on the built-in tiny models' format variants the templates
     differ by a third of a logit, on a synthetic check by more than one), and a fixed spread
     over-disperses the estimated scores where templates differ little, pushing the tail quantiles
-    out. The Laplace step understates spreads of binary data a little, which shrinks the tails a
+    out. The class spread likewise: large where many templates answer one option whatever the row,
+    near zero where the model reads the rows (alpha then shrinks away and the additive model is
+    left). The Laplace step understates spreads of binary data a little, which shrinks the tails a
     little. The covariate prior stays as given: a handful of features is too few to estimate it."""
     current = fit(cells, features, priors)
+    known, pair = cells.class_index()
+    pairs = cells.templates * cells.classes
     for _ in range(_EM_ROUNDS):
-        eta = current.mu + current.theta(features)[cells.template] - current.beta[cells.row]
-        information = cells.weight * expit(eta) * expit(-eta)
+        information = cell_information(cells, features, current)
         priors = replace(
             priors,
             template_sd=_posterior_sd_update(current.delta, np.bincount(cells.template, information, cells.templates),
                                              priors.template_sd),
             row_sd=_posterior_sd_update(current.beta, np.bincount(cells.row, information, cells.rows), priors.row_sd),
+            class_sd=(_posterior_sd_update(current.alpha.ravel(), np.bincount(pair, information[known], pairs),
+                                           priors.class_sd) if pairs else priors.class_sd),
         )
         current = fit(cells, features, priors, start=current)
     return current, priors
