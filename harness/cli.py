@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "to `harness run --task-dir OUT/tasks` (default: ./templates-vary)")
     vary.add_argument("--task-dir", type=Path, action="append", default=[], help="extra folder of task files")
     vary.add_argument("--overwrite", action="store_true", help="replace the variants an earlier run wrote there")
+    vary.add_argument("--with-sources", action="store_true",
+                      help="also copy the task's own templates into the folder, so a run covers the hand-written "
+                           "formats and the variants together")
     return parser
 
 

@@ -29,7 +29,7 @@ def vary_command(args: argparse.Namespace, console: Console) -> None:
     task = registry.get(args.task)
     plan = plan_variants(task, args.n, args.seed)
     out = args.out or DEFAULT_OUT
-    written = write_variants(plan, out, overwrite=args.overwrite)
+    written = write_variants(plan, out, overwrite=args.overwrite, sources=args.with_sources)
     for variant, path in written.files:
         console.print(f"wrote {path}  {_describe(variant.format)}", markup=False, highlight=False)
     for template_id, reason in plan.unvaried:
@@ -37,8 +37,9 @@ def vary_command(args: argparse.Namespace, console: Console) -> None:
     sources = len({variant.source.id for variant, _ in written.files})
     fewer = "" if len(written.files) == plan.requested else (
         f" (of {plan.requested} asked for: the grammar allows no more distinct forms)")
+    copied = f", with copies of its {len(written.sources)} own templates" if written.sources else ""
     console.print(f"{len(written.files)} variants{fewer} of {sources} of the {len(task.templates)} templates of "
-                  f"task {task.name!r} in {written.template_dir}; task file {written.task_file}", markup=False,
+                  f"task {task.name!r} in {written.template_dir}{copied}; task file {written.task_file}", markup=False,
                   highlight=False)
     console.print(f"evaluate them: harness run --tasks {task.name} --task-dir {written.task_file.parent}",
                   markup=False, highlight=False)
