@@ -12,7 +12,8 @@ then compared with the full run's per-template means and their distribution over
   run's value.
 
 Errors are averaged over the (task, shots) of a run, then the median over design seeds is
-reported; coverage is pooled over tasks and seeds. Markdown goes to stdout (and --out).
+reported; coverage is pooled over tasks and seeds. Markdown, with the command line and the wall and
+CPU time, goes to stdout and, with --out FILE, to FILE, to paste into bench/RESULTS.md.
 
     .venv/bin/python bench/bench_budget.py RUN_DIR [RUN_DIR ...] --seeds 10
 """
@@ -104,7 +105,7 @@ def main() -> None:
              "q05 | q25 | q50 | q75 | q95 | max quantile MAE (naive) | template coverage | quantile coverage | "
              "s / estimate |",
              "|---|---|---:|---:|---|---|---|---|---|---|---|---:|---:|---:|"]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for directory in args.runs:
         run_id, matrices, constant = full_matrices(directory)
         shape = (f"{len(matrices)} x {round(np.mean([len(m.templates) for m in matrices]))} x "
@@ -129,7 +130,8 @@ def main() -> None:
                 f"{med['template_mae']:.1f} ({med['naive_template_mae']:.1f}) | {' | '.join(quantile_cells)} | "
                 f"{worst:.1f} ({worst_naive:.1f}) | {np.mean(pooled['template_cover']):.0%} | "
                 f"{np.mean(pooled['quantile_cover']):.0%} | {med['seconds']:.2f} |")
-    lines += ["", f"Wall time: {time.perf_counter() - started:.0f} s."]
+    lines += ["", f"Wall time: {time.perf_counter() - started:.0f} s; "
+                  f"CPU time: {time.process_time() - cpu_started:.0f} s."]
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     if args.out:

@@ -123,20 +123,23 @@ def test_estimates_recover_a_known_model_and_their_intervals_cover_it():
         scores = np.array([t.score.value for t in estimate.templates])
         template_errors.append(np.mean(np.abs(scores - truth)))
         naive_errors.append(np.mean(np.abs(np.array([t.naive for t in estimate.templates]) - truth)))
-        quantile_errors.append(np.abs(score_summary(scores) - score_summary(truth))[1:6])
         template_cover.append(np.mean([t.score.low <= v <= t.score.high
                                        for t, v in zip(estimate.templates, truth, strict=True)]))
         distribution = estimate.distribution
         stats = [distribution.mean, *(q for _, q in distribution.quantiles)]
+        quantile_errors.append(np.abs(np.array([s.value for s in stats]) - score_summary(truth)[:6])[1:6])
         summary_cover.append(np.mean([s.low <= v <= s.high
                                       for s, v in zip(stats, score_summary(truth)[:6], strict=True)]))
     assert np.mean(template_errors) < 0.06  # 30 cells a template: about 7 points of binomial noise each
     assert np.mean(template_errors) < np.mean(naive_errors)  # the rows' difficulty is worth knowing
-    # Measured: 2.4 to 4.4 points; coverage 86% (templates) and 88% (mean and quantiles), under the
-    # nominal 95% because shrinkage biases the extreme templates inward, which no row bootstrap sees.
+    # Measured (the reported quantiles): 2.4 to 4.5 points; coverage 92% (templates) and 92% (mean
+    # and quantiles), under the nominal 95%: empirical Bayes sets the spreads under the true ones
+    # (template 0.2-0.6 logits for 0.5, rows 1.1 for 1.5), so the extreme templates are pulled in
+    # further than the posterior would, and the intervals are of the full run's value on its own
+    # rows, with no noise of drawing other rows to widen them.
     assert np.all(np.mean(quantile_errors, axis=0) < 0.05)
-    assert np.mean(template_cover) >= 0.8
-    assert np.mean(summary_cover) >= 0.8
+    assert np.mean(template_cover) >= 0.85
+    assert np.mean(summary_cover) >= 0.85
 
 
 def test_a_tag_effect_is_recovered_with_its_sign_and_an_interval():
@@ -239,7 +242,7 @@ def test_a_template_that_always_answers_one_option_is_estimated_at_half():
         without_classes += [abs(blind.templates[t].score.value - 0.5) for t in always_first]
         # Its interval holds the 50% it scores.
         assert all(estimate.templates[t].score.low <= 0.5 <= estimate.templates[t].score.high for t in always_first)
-    # Measured: 0.1 points on average with the classes; 3.2 points without them (the additive model
+    # Measured: 0.01 points on average with the classes; 7.2 points without them (the additive model
     # reads its 15 cells, about half right, through the rows' difficulties).
     assert np.mean(errors) < 0.01
     assert np.mean(without_classes) > 2 * np.mean(errors)
@@ -252,7 +255,7 @@ def test_a_template_right_on_every_computed_cell_can_be_at_100_percent():
                                    resamples=40)
         for t in perfect:
             score = estimate.templates[t].score
-            assert score.value > 0.85  # measured 0.88-0.93: 15 right cells do not rule out a template at 80%
+            assert score.value > 0.85  # measured 0.96-0.996: 15 right cells do not rule out a template at 80%
             assert score.high == 1.0  # a row bootstrap of expected scores never reaches it
 
 

@@ -1,18 +1,18 @@
-"""Posterior-predictive draws of a budgeted matrix's uncomputed cells, for the budget estimator's
-distribution over templates and its intervals.
+"""Posterior-predictive draws of a budgeted matrix's uncomputed cells, for the intervals of the
+budget estimator's template scores and distribution over templates.
 
 The fitted model's plug-in scores answer "what is each template's expected score", but what a
-full run reports is each template's realized mean, and a quantile over templates of shrunken
-expected scores is not the quantile of the realized ones:
+full run reports is each template's realized mean, and an interval of expected scores misses two
+things:
 
-- Shrinkage pulls a template measured on a dozen cells toward the others, so plug-in quantiles are
-  under-dispersed (the tails come in), and the bias is in every bootstrap replicate alike, so the
-  row bootstrap's interval does not see it.
+- Shrinkage pulls a template measured on a dozen cells toward the others, and the bias is in every
+  bootstrap replicate alike, so the row bootstrap's interval does not see it: the template's own
+  posterior uncertainty has to be drawn.
 - An uncomputed cell is a 0/1 outcome, not a probability: a template predicted at 99% on 180 cells
   is at 100% with a sizeable chance (the tuned tiny model has 28 of 48 variants at exactly 100%),
   which an interval of expected scores never reaches.
 
-So a draw perturbs each template's effects (delta_t and its class effects alpha_t) by a draw from
+So a draw perturbs each template's effects (delta_t and the contrasts of its class effects alpha_t) by a draw from
 their posterior given the template's cells, the shared intercept, covariates and row difficulties
 held at the fit (their uncertainty is what the row bootstrap's refits measure). It then draws each
 uncomputed cell's outcome from its probability, when the metric is binary with one judgement a
@@ -32,37 +32,22 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from harness.analysis.irt import Cells, Fit, Priors
+from harness.analysis.irt import Cells, Fit, Priors, template_hessian
 
 _PROPOSALS = 400  # importance proposals per template; a draw resamples them by weight
 _SPREAD = 2.0  # the proposal's spread over the Laplace one: its tails must cover the posterior's
 _EM_ROUNDS = 50  # for the prior share of row-independent templates: a closed-form step, cheap
 
 
-def _laplace_factors(cells: Cells, information: np.ndarray, priors: Priors) -> np.ndarray:
-    """(templates x (1 + classes) x (1 + classes)): each template's Cholesky factor of the Laplace
-    posterior covariance of (delta_t, alpha_t1 .. alpha_tK), the inverse of its block of the
-    penalized Hessian at the fit. A template with no computed cell gets its prior's spread."""
-    classes = cells.classes
-    hessian = np.zeros((cells.templates, 1 + classes, 1 + classes))
-    hessian[:, 0, 0] = np.bincount(cells.template, information, cells.templates) + priors.template_sd ** -2.0
-    if classes:
-        known, pair = cells.class_index()
-        by_class = np.bincount(pair, information[known], cells.templates * classes).reshape(cells.templates, classes)
-        hessian[:, 0, 1:] = hessian[:, 1:, 0] = by_class
-        diagonal = np.arange(1, 1 + classes)
-        hessian[:, diagonal, diagonal] = by_class + priors.class_sd ** -2.0
-    return np.linalg.cholesky(np.linalg.inv(hessian))
-
-
 class TemplatePosterior:
-    """Draws of each template's effects around the fit, (delta_t, alpha_t1 .. alpha_tK) minus
-    their fitted values, from their posterior given the template's cells (see the module docstring)."""
+    """Draws of each template's effects around the fit, delta_t and alpha_t's contrasts minus their
+    fitted values, from their posterior given the template's cells (see the module docstring)."""
 
     def __init__(self, cells: Cells, features: np.ndarray, fitted: Fit, priors: Priors,
                  rng: np.random.Generator) -> None:
         eta = fitted.logits(features)[cells.template, cells.row]
-        factors = _laplace_factors(cells, cells.weight * expit(eta) * expit(-eta), priors) * _SPREAD
+        factors = np.linalg.cholesky(np.linalg.inv(template_hessian(cells, cells.weight * expit(eta) * expit(-eta),
+                                                                    priors))) * _SPREAD
         width = factors.shape[1]
         noise = rng.standard_normal((_PROPOSALS, cells.templates, width))
         self.proposals = np.einsum("tij,ptj->pti", factors, noise)
@@ -71,9 +56,11 @@ class TemplatePosterior:
         effects = np.concatenate([fitted.delta[:, None], fitted.alpha], axis=1)[None] + self.proposals
         sds = np.array([priors.template_sd] + [priors.class_sd] * (width - 1))
         log_weight = -0.5 * np.sum((effects / sds) ** 2, axis=2) + 0.5 * np.sum(noise ** 2, axis=2)
+        self.contrast = cells.contrast()
         shift = self.proposals[:, cells.template, 0]
         known, _ = cells.class_index()
-        shift[:, known] += self.proposals[:, cells.template[known], 1 + cells.row_class[cells.row[known]]]
+        by_class = self.proposals[:, :, 1:] @ self.contrast.T
+        shift[:, known] += by_class[:, cells.template[known], cells.row_class[cells.row[known]]]
         moved = eta[None] + shift
         loss = (np.maximum(moved, 0.0) + np.log1p(np.exp(-np.abs(moved))) - cells.value * moved) * cells.weight
         by_template = np.zeros((cells.templates, len(eta)))
@@ -95,7 +82,7 @@ class TemplatePosterior:
         effects = self.proposals[pick, np.arange(templates)]
         shift = np.repeat(effects[:, :1], len(row_class), axis=1)
         if effects.shape[1] > 1:
-            shift += np.where(row_class >= 0, effects[:, 1 + np.maximum(row_class, 0)], 0.0)
+            shift += np.where(row_class >= 0, (effects[:, 1:] @ self.contrast.T)[:, np.maximum(row_class, 0)], 0.0)
         return shift
 
 
@@ -110,53 +97,95 @@ class RowIndependent:
     widens the class prior until the templates that do read the rows are barely shrunk at all.
 
     So each template is a mixture: row-independent with probability `probability`, else the
-    logistic model. A template's computed cells can only be row-independent if they are binary
-    and equal within each class (a generation task's rows are all one class); the likelihood of
-    that is 1/2 per class seen (each class's answer right or wrong), against the logistic model's
-    marginal likelihood of the cells. The prior share of row-independent templates is set by
-    empirical Bayes (the EM fixed point over templates, smoothed). A row-independent template's uncomputed
-    cell is its class's value, or its observed mean on a row whose class it has not seen."""
+    logistic model. A row-independent template follows one of a few patterns over the classes
+    (`_patterns`): always right, always wrong, or always option k (right on class k alone). Its
+    computed cells can only be row-independent if they are binary and equal within each class,
+    and then their likelihood is the prior weight of the patterns they agree with, against the
+    logistic model's marginal likelihood of the cells. The prior share of row-independent templates
+    and the patterns' weights are set by empirical Bayes (the EM fixed point over templates,
+    smoothed). The weights matter: a tuned model's row-independent templates are right on every
+    class, and at equal weights a template right on its 20 cells read as more likely a logistic one
+    at 97% (the median of the tuned model's variants came out 3 points under the 100% most of them
+    score); and a template wrong on the classes its few cells saw is, if row-independent, most
+    likely one that always answers another option, right on the class it did not see (with 6
+    cells a template of a three-class task, the template's observed 0% was its estimate)."""
 
     def __init__(self, cells: Cells, log_marginal: np.ndarray, binary: bool) -> None:
-        groups = cells.template * max(cells.classes, 1) + np.maximum(cells.row_class[cells.row], 0)
-        size = cells.templates * max(cells.classes, 1)
-        seen = np.bincount(groups, cells.weight, size) > 0
-        ones = np.bincount(groups, cells.weight * cells.value, size)
-        total = np.bincount(groups, cells.weight, size)
+        width = max(cells.classes, 1)
+        groups = cells.template * width + np.maximum(cells.row_class[cells.row], 0)
+        total = np.bincount(groups, cells.weight, cells.templates * width).reshape(cells.templates, width)
+        ones = np.bincount(groups, cells.weight * cells.value, cells.templates * width).reshape(cells.templates, width)
+        seen = total > 0
         with np.errstate(invalid="ignore", divide="ignore"):
             share = ones / total
-        equal = ~seen | (share == 0) | (share == 1)
-        possible = binary & equal.reshape(cells.templates, -1).all(axis=1) & seen.reshape(cells.templates, -1).any(1)
-        log_constant = -np.log(2.0) * seen.reshape(cells.templates, -1).sum(axis=1)
-        # The posterior odds of row independence at a prior share pi, as pi / (1 - pi) * ratio.
-        ratio = np.where(possible, np.exp(np.clip(log_constant - log_marginal, -700, 700)), 0.0)
-        # The share's estimate adds one template of each kind (a uniform prior's posterior mean, in
-        # effect): without it, where the cells barely tell the kinds apart (a template right on its
-        # 15 computed cells among templates that score 60-90%), EM drives the share to zero and an
-        # interval could never reach the 100% such a template may well score.
-        share_prior = 0.5
+        self.patterns = _patterns(cells.classes)
+        # agree[t, p]: template t's computed cells are what pattern p gives on every class they saw.
+        agree = np.all(~seen[:, None, :] | (share[:, None, :] == self.patterns[None]), axis=2)
+        agree &= binary & seen.any(axis=1)[:, None]
+        # The estimates add one template of each kind and one of each pattern (a uniform prior's
+        # posterior mean, in effect): without it, where the cells barely tell the kinds apart (a
+        # template right on its 15 computed cells among templates that score 60-90%), EM drives the
+        # share to zero and an interval could never reach the 100% such a template may well score.
+        share_prior, weights = 0.5, np.full(len(self.patterns), 1.0 / len(self.patterns))
         for _ in range(_EM_ROUNDS):
-            odds = share_prior / (1 - share_prior) * ratio
-            share_prior = float((np.sum(odds / (1 + odds)) + 1) / (cells.templates + 2))
-        odds = share_prior / (1 - share_prior) * ratio
-        self.probability = odds / (1 + odds)
-        template_mean = np.bincount(cells.template, cells.weight * cells.value, cells.templates) / np.maximum(
-            np.bincount(cells.template, cells.weight, cells.templates), 1e-300)
-        by_class = np.where(seen, np.nan_to_num(share), template_mean.repeat(max(cells.classes, 1))).reshape(
-            cells.templates, -1)
-        # A generation task's rows are all one class (-1 there is no class term, not an unknown class).
-        self.values = np.where((cells.row_class >= 0) | (cells.classes == 0),
-                               by_class[:, np.maximum(cells.row_class, 0)], template_mean[:, None])
+            probability, which = _posterior(share_prior, weights, agree, log_marginal)
+            share_prior = float((probability.sum() + 1) / (cells.templates + 2))
+            weights = (probability @ which + 1) / (probability.sum() + len(self.patterns))
+        self.probability, self.which = _posterior(share_prior, weights, agree, log_marginal)
+        self.row_class, self.shares = cells.row_class, cells.class_shares()
+
+    def values(self, row_class: np.ndarray, by_class: np.ndarray | None = None) -> np.ndarray:
+        """(templates x rows): a row-independent template's expected value on each row of these
+        classes (or, given `by_class`, its templates x classes values); on a row of unknown class (no
+        cell of it computed), its expectation over the classes' shares. A generation task's rows
+        are all one class (-1 there is no class term, not an unknown class)."""
+        by_class = self.which @ self.patterns if by_class is None else by_class
+        if not len(self.shares):
+            return np.repeat(by_class, len(row_class), axis=1)
+        return np.where(row_class >= 0, by_class[:, np.maximum(row_class, 0)], (by_class @ self.shares)[:, None])
 
     def mixed(self, probabilities: np.ndarray) -> np.ndarray:
         """(templates x rows): each cell's expected value under the mixture."""
         weight = self.probability[:, None]
-        return weight * self.values + (1 - weight) * probabilities
+        return weight * self.values(self.row_class) + (1 - weight) * probabilities
 
-    def choose(self, drawn: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A predictive draw: each template row-independent with its probability, else `drawn`."""
+    def choose(self, drawn: np.ndarray, row_class: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A predictive draw on rows of these classes: each template row-independent with its
+        probability, following a pattern drawn from those its cells agree with, else `drawn`."""
         independent = rng.random(len(self.probability)) < self.probability
-        return np.where(independent[:, None], self.values, drawn)
+        pick = np.minimum((np.cumsum(self.which, axis=1) < rng.random((len(self.which), 1))).sum(axis=1),
+                          len(self.patterns) - 1)
+        return np.where(independent[:, None], self.values(row_class, self.patterns[pick]), drawn)
+
+
+def _patterns(classes: int) -> np.ndarray:
+    """(patterns x classes, or x 1 without a class term): a row-independent template's value on
+    each class: always right, always wrong, and, on a choice task, always option k."""
+    width = max(classes, 1)
+    patterns = [np.ones(width), np.zeros(width)] + (list(np.eye(classes)) if classes >= 2 else [])
+    return np.array(patterns)
+
+
+def _posterior(share_prior: float, weights: np.ndarray, agree: np.ndarray,
+               log_marginal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each template's posterior probability of row independence at these prior shares, and each
+    pattern's posterior weight given that it is (templates x patterns; the prior's where none agrees)."""
+    likelihood = agree @ weights
+    odds = share_prior / (1 - share_prior) * likelihood * np.exp(np.clip(-log_marginal, -700, 700))
+    which = np.where(likelihood[:, None] > 0, agree * weights / np.maximum(likelihood, 1e-300)[:, None], weights)
+    return odds / (1 + odds), which
+
+
+def draw_classes(row_class: np.ndarray, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row's class, drawn from the classes' shares where unknown: one draw for every template
+    (a row's gold option does not depend on the wording), so the templates that always answer one
+    option move together, as they do in the full run."""
+    unknown = row_class < 0
+    if not len(shares) or not unknown.any():
+        return row_class
+    drawn = row_class.copy()
+    drawn[unknown] = np.minimum(np.searchsorted(np.cumsum(shares), rng.random(int(unknown.sum()))), len(shares) - 1)
+    return drawn
 
 
 def outcomes(logits: np.ndarray, binary: bool, rng: np.random.Generator) -> np.ndarray:

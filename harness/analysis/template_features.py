@@ -90,12 +90,3 @@ def tag_design(tags: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, tuple[Tag
     matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(flat), 0))
     return matrix, tuple(columns)
 
-
-def with_level(matrix: np.ndarray, column: TagColumn, level: str) -> np.ndarray:
-    """The design matrix with every template's `column` tag set to `level`: the counterfactual a tag
-    effect compares."""
-    changed = matrix.copy()
-    block = slice(column.start, column.start + len(column.levels))
-    changed[:, block] = 0.0
-    changed[:, column.start + column.levels.index(level)] = 1.0
-    return changed
