@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from harness.analysis.budget import estimate_budget, score_summary
+from harness.analysis.budget_draws import RowIndependent
 from harness.analysis.budget_matrix import CellMatrix, cell_matrix, run_matrices
+from harness.analysis.irt import Cells
 from harness.errors import HarnessError
 from harness.eval.budget_design import budget_size, design_cells, design_order
 from harness.eval.record import Sample
@@ -289,3 +291,18 @@ def test_a_generation_task_has_no_class_term_and_gold_must_agree_across_template
     with pytest.raises(HarnessError, match="has gold option 1, another template of row 'r1' has 0"):
         cell_matrix("gen", 0, "em", [make_sample("a", "r1", 1.0, 0), make_sample("b", "r1", 1.0, 1)],
                     ("a", "b"), ("r1",), {})
+
+
+def test_the_mixtures_likelihood_is_the_logistic_marginal_where_no_template_can_be_row_independent():
+    # Cells of 0.5 (a non-binary score) agree with no pattern, so each template is a logistic one
+    # and the prior share of row-independent ones is EM's smoothing alone, 1 / (templates + 2).
+    cells = Cells(np.array([0, 0, 1, 2]), np.array([0, 1, 0, 1]), np.full(4, 0.5), np.ones(4), 3, 2,
+                  np.array([0, 1]), 2)
+    log_marginal = np.array([-1.5, -0.7, -2.0])
+    mixture = RowIndependent(cells, log_marginal, binary=False)
+    assert np.all(mixture.probability == 0)
+    assert mixture.log_likelihood == pytest.approx(log_marginal.sum() + 3 * np.log(1 - 1 / 5), abs=1e-12)
+    # Binary cells right on every row agree with "always right": the mixture then explains them
+    # better than the logistic model alone, whatever its marginal.
+    right = RowIndependent(replace(cells, value=np.ones(4)), log_marginal, binary=True)
+    assert right.log_likelihood > log_marginal.sum()

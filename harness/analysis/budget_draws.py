@@ -132,6 +132,10 @@ class RowIndependent:
             share_prior = float((probability.sum() + 1) / (cells.templates + 2))
             weights = (probability @ which + 1) / (probability.sum() + len(self.patterns))
         self.probability, self.which = _posterior(share_prior, weights, agree, log_marginal)
+        # The cells' log-likelihood under the mixture, summed over templates, to compare priors by.
+        with np.errstate(divide="ignore"):
+            log_odds = np.log(share_prior / (1 - share_prior)) + np.log(agree @ weights) - log_marginal
+        self.log_likelihood = float(np.sum(log_marginal + np.log1p(-share_prior) + np.logaddexp(0.0, log_odds)))
         self.row_class, self.shares = cells.row_class, cells.class_shares()
 
     def values(self, row_class: np.ndarray, by_class: np.ndarray | None = None) -> np.ndarray:
