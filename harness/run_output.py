@@ -17,32 +17,34 @@ from rich.markup import escape
 
 from harness.analysis.scores import template_sensitivity
 from harness.errors import HarnessError
-from harness.eval.record import RunRecord
+from harness.eval.record import RunRecord, Sample
 from harness.report.terminal import budget_table, group_table, score_table, sensitivity_table
 
 
 def print_run(directory: Path, record: RunRecord, seed: int, console: Console) -> None:
-    """Every table of one model's run, then where its record is."""
+    """Every table of one model's run, then where its record is. The samples are read (and checked)
+    once, and only for the tables that need them."""
+    from harness.eval.store import load_run
+
+    samples = load_run(directory)[1] if record.budget is not None or record.labelled else []
     console.print(score_table(record))
     if record.budget is not None:
-        _print_budget(directory, record, seed, console)
+        _print_budget(record, samples, seed, console)
     else:
         sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
         if sensitivity:
             console.print(sensitivity_table(sensitivity))
     if any(score.group is not None for score in record.scores):
         console.print(group_table(record))
-    _print_generalization(directory, record, seed, console)
+    _print_generalization(record, samples, seed, console)
     console.print(f"run record: [bold]{escape(str(directory))}[/]")
 
 
-def _print_budget(directory: Path, record: RunRecord, seed: int, console: Console) -> None:
+def _print_budget(record: RunRecord, samples: list[Sample], seed: int, console: Console) -> None:
     """The estimated spread over templates of each (task, shots) with two templates or more."""
     from harness.analysis.budget import estimate_budget
     from harness.analysis.budget_matrix import run_matrices
-    from harness.eval.store import load_run
 
-    _, samples = load_run(directory)
     estimates = [estimate_budget(matrix, seed=seed) for matrix in run_matrices(record, samples).values()
                  if len(matrix.templates) > 1]
     computed = sum(cells.computed for cells in record.budget.cells)
@@ -71,14 +73,13 @@ def print_tuned_against_base(directories: list[Path], seed: int, console: Consol
             console.print(generalization_table(rows, *labels, confidence=0.95))
 
 
-def _print_generalization(directory: Path, record: RunRecord, seed: int, console: Console) -> None:
-    """The seen/held-out and zero/few-shot tables, each only when the run has something to show in it."""
+def _print_generalization(record: RunRecord, samples: list[Sample], seed: int, console: Console) -> None:
+    """The seen/held-out and zero/few-shot tables, each only when the run has something to show in it
+    (`samples`: the run's, needed only when its scores are labelled seen or held out)."""
     from harness.analysis.scores import cluster_scores, generalization_gap, shots_curve
-    from harness.eval.store import load_run
     from harness.report.terminal import gap_table, seen_cluster_table, shots_table
 
     if record.labelled:
-        _, samples = load_run(directory)
         console.print(seen_cluster_table(cluster_scores(record, samples, seed=seed), confidence=0.95))
     gap = [row for row in generalization_gap(record) if row["gap"] is not None]
     if gap:

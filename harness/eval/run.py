@@ -183,8 +183,8 @@ def _existing(prepared: _Prepared, budget: Budget | None, overwrite: bool,
     if found is None:
         return None, False
     record, samples = found
-    wanted = _budgeted(prepared, budget, {s.key for s in samples}).plan
     stored = {s.key: s for s in samples}
+    wanted = _budgeted(prepared, budget, stored.keys()).plan
     if any(s.key not in stored for s in wanted):
         return None, record.budget is not None
     if not reuse_complete:
@@ -221,25 +221,22 @@ def _run_ranks(prepared: _Prepared, backend: Backend, group: Group, started: flo
     which every rank returns. Each backend counts truncated prompts over every request list, as one
     process does, so rank 0's count is the record's."""
     opened: list[RunStore] = []
-    extending: list[bool] = []  # rank 0's; every rank's work is the same under a budget or not
 
-    def open_store() -> RunRecord | list[str]:
-        found, reopen = _existing(prepared, budget, overwrite, reuse_complete)
+    def open_store() -> RunRecord | tuple[list[str], bool]:
+        found, extend = _existing(prepared, budget, overwrite, reuse_complete)
         if found is not None:
             return found
-        extending.append(reopen)
-        store = RunStore(prepared.directory, prepared.spec, overwrite=overwrite, extend=reopen)
+        store = RunStore(prepared.directory, prepared.spec, overwrite=overwrite, extend=extend)
         opened.append(store)
         check_against_plan(prepared.plan, store.samples, store.lines, prepared.prefixes, store.samples_path,
                            RESUME_REMEDY)
-        return sorted(store.samples)
+        return sorted(store.samples), extend
 
     try:
         found = group.broadcast(open_store)
         if isinstance(found, RunRecord):
             return prepared.directory, found
-        done = set(found)
-        extend = group.broadcast(lambda: extending[0])
+        done, extend = set(found[0]), found[1]
         prepared = _budgeted(prepared, budget, done)
         if done and group.main:
             log.info("resuming %s: %d of %d samples already done", prepared.directory, len(done), len(prepared.plan))
