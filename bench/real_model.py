@@ -10,7 +10,8 @@ Two jobs, each writing a markdown document with the command that made it:
   the same accuracy.
 - `ifeval`: IFEval by the harness and by lm-eval's `ifeval` task on the same weights and prompts
   (lm-eval's generation settings: greedy, no stop string, 1280 new tokens; the chat template on
-  both sides), with `--limit N` for the first N prompts.
+  both sides), with `--limit N` for the first N prompts. Both sides resume: with the same --work,
+  the harness run reopens its samples and lm-eval reads the responses it cached.
 
 lm-eval reads the hub; offline, its task YAMLs are included from its installed package with the
 dataset pointed at the local files (`_local_task`), so its prompts, choices and scoring code are its
@@ -18,7 +19,7 @@ own. Usage:
 
     .venv/bin/python -m bench.real_model heldout --model DIR --out bench/real_model_heldout.md
     .venv/bin/python -m bench.real_model copa --model DIR --out bench/real_model_copa.md
-    .venv/bin/python -m bench.real_model ifeval --model DIR --limit 541 --out bench/ifeval_side_by_side.md
+    .venv/bin/python -m bench.real_model ifeval --model DIR --work DIR --out bench/ifeval_side_by_side.md
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def _local_task(directory: Path, name: str, include: Path, data_files: dict[str,
     (directory / f"{name}.yaml").write_text("\n".join(lines) + "\n")
 
 
-def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool, limit: int | None) -> dict[str, Any]:
+def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool, limit: int | None,
+             batch_size: int = 16) -> dict[str, Any]:
+    """lm-eval's `simple_evaluate` on `model`, its responses cached in `directory`: lm-eval commits
+    each generation as it finishes, so a killed run started again with the same --work resumes."""
     from lm_eval.evaluator import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -63,7 +67,8 @@ def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool, limit: 
 
     results = simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=tasks,
                               task_manager=TaskManager(include_path=str(directory), include_defaults=False),
-                              apply_chat_template=chat, limit=limit, batch_size=16, device="cpu")
+                              apply_chat_template=chat, limit=limit, batch_size=batch_size, device="cpu",
+                              use_cache=str(directory / "responses"))
     return results["results"]
 
 
@@ -129,7 +134,7 @@ def copa(model: Path, work: Path) -> str:
 IFEVAL_METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
 
 
-def ifeval(model: Path, work: Path, limit: int | None) -> str:
+def ifeval(model: Path, work: Path, limit: int | None, batch_size: int) -> str:
     prompts = SHARED / "ifeval" / "input_data.jsonl"
     args = ["--model", str(model), "--tasks", "ifeval", "--data", f"ifeval={prompts.parent}", "--chat", "on",
             "--out", str(work / "harness-ifeval")]
@@ -141,7 +146,8 @@ def ifeval(model: Path, work: Path, limit: int | None) -> str:
     tasks_dir.mkdir(parents=True, exist_ok=True)
     _local_task(tasks_dir, "ifeval_local", _lm_eval_tasks_dir() / "ifeval" / "ifeval.yaml", {"train": str(prompts)})
     started = time.perf_counter()
-    reference = _lm_eval(model, ["ifeval_local"], tasks_dir, chat=True, limit=limit)["ifeval_local"]
+    reference = _lm_eval(model, ["ifeval_local"], tasks_dir, chat=True, limit=limit,
+                         batch_size=batch_size)["ifeval_local"]
     lm_eval_seconds = time.perf_counter() - started
     n = ours["n"]
     lines = [f"prompts: {n} of 541 (the first {n})", "", "| metric | harness | lm-eval 0.4.13 `ifeval` |",
@@ -157,6 +163,8 @@ def main() -> None:
     parser.add_argument("job", choices=("heldout", "copa", "ifeval"))
     parser.add_argument("--model", type=Path, required=True, help="a transformers model folder")
     parser.add_argument("--limit", type=int, help="ifeval: the first N prompts (default: all 541)")
+    parser.add_argument("--lm-eval-batch-size", type=int, default=16,
+                        help="ifeval: lm-eval's batch size (its rows decode until the batch's longest ends)")
     parser.add_argument("--chat", choices=("off", "on", "both"), default="both",
                         help="heldout: with the chat template, without, or both (default)")
     parser.add_argument("--work", type=Path, help="keep the runs here (a finished run is reused; default: a "
@@ -167,7 +175,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         jobs = {"heldout": lambda: heldout(args.model, work, chats), "copa": lambda: copa(args.model, work),
-                "ifeval": lambda: ifeval(args.model, work, args.limit)}
+                "ifeval": lambda: ifeval(args.model, work, args.limit, args.lm_eval_batch_size)}
         body = jobs[args.job]()
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.real_model", *sys.argv[1:]])
     args.out.write_text(f"```bash\n{command}\n```\n\n{body}\n")

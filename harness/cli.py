@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--static-cache", action="store_true",
                      help="generate with transformers' static KV cache, compiled by torch.compile on CUDA (pays off "
                           "for long generations)")
+    engine.add_argument("--batch-invariant", action="store_true",
+                        help="run each request in forward passes of its own, so no number depends on the batch it "
+                             "shared: a budgeted run extended to full equals a full run bit for bit (slower; without "
+                             "it, to float32 rounding)")
     engine.add_argument("--on-overflow", choices=("truncate", "error"), default="truncate",
                      help="a prompt longer than the model's context: cut it from the left as lm-eval does, warn and "
                           "count it in the record (truncate, the default), or refuse the run (error)")

@@ -51,7 +51,8 @@ def lines(directory: Path) -> list[str]:
 def assert_same_cells(computed: list[str], full: dict[str, str]) -> None:
     """Each computed cell is the full run's: prompt, options, answers, metrics and generations equal;
     log-likelihoods equal up to float32 rounding, as a batch of other shapes computes them (a cell of
-    a budgeted run shares its batch with other cells than in the full run)."""
+    a budgeted run shares its batch with other cells than in the full run); with batch-invariant
+    forwards they are equal bit for bit (the test below)."""
     assert computed
     for line in computed:
         cell, reference = json.loads(line), json.loads(full[json.loads(line)["key"]])
@@ -134,6 +135,25 @@ def test_a_larger_budget_then_none_computes_only_missing_cells_and_ends_as_the_f
                                                                       lines(full_run)]
     assert_same_cells(lines(directory), {json.loads(line)["key"]: line for line in lines(full_run)})
     assert without_timings(directory) == without_timings(full_run)
+
+
+def test_with_batch_invariant_forwards_an_extended_budgeted_run_is_the_full_run_bit_for_bit(tiny_models, full_run,
+                                                                                           tmp_path, one_torch_thread):
+    from harness.engine import HFBackend
+
+    backend = HFBackend(str(tiny_models["tiny-llama"]), dtype="float32", device="cpu", batch_invariant=True)
+    full, _ = run(CONFIG, backend, Registry(), tmp_path / "full", run_id="r")
+    for budget in (Budget.parse("0.25"), Budget.parse("0.5"), None):
+        extended, record = run(CONFIG, backend, Registry(), tmp_path / "budgeted", run_id="r", budget=budget,
+                               reuse_complete=True)
+    assert record.budget is None and record.timings["resumed_samples"] == 4 * budget_size(0.5, TEMPLATES * ROWS)
+    # Every line, log-likelihoods included, is byte for byte the full run's, and in its order.
+    assert lines(extended) == lines(full)
+    assert without_timings(extended) == without_timings(full)
+    # The engine setting enters the spec: batched and batch-invariant runs never resume into each other.
+    spec = json.loads((full / "spec.json").read_text())
+    assert spec["model"]["engine"]["batch_invariant"] is True
+    assert "batch_invariant" not in json.loads((full_run / "spec.json").read_text())["model"]["engine"]
 
 
 def test_an_extension_killed_before_its_record_resumes_with_the_same_command(plain_backend, full_run, tmp_path,

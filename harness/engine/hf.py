@@ -71,6 +71,11 @@ class HFBackend:
     generations (IFEval's 1,280 tokens), not by a few tokens per row; on a CPU nothing is compiled.
     A prompt longer than `max_length` is cut from the left as lm-eval cuts it, counted in `truncated`
     and warned about once per call, or refused with `on_overflow="error"`.
+    `batch_invariant=True` runs every request in forward passes of its own (no batching, no prefix
+    shared across questions): kernels reduce in an order that depends on a batch's padded width, so
+    a request's last float bits depend on its batch; alone, they depend on the request only, and a
+    run whose requests were split differently (a budgeted run extended to full, data-parallel
+    shares) computes the same numbers bit for bit, at the cost of batching.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class HFBackend:
         share_prefixes: bool = True,
         static_cache: bool = False,
         on_overflow: str = "truncate",
+        batch_invariant: bool = False,
         **loading: Any,
     ) -> None:
         self.on_overflow = check_on_overflow(on_overflow)
@@ -116,7 +122,9 @@ class HFBackend:
         )
         if fast and self._tree_blocker:
             log.warning("scoring in the plain layout: %s", self._tree_blocker)
-        self._share_blocker = self._tree_blocker or ("share_prefixes=False" if not share_prefixes else None)
+        self.batch_invariant = batch_invariant
+        self._share_blocker = self._tree_blocker or ("share_prefixes=False" if not share_prefixes else None
+                                                     ) or ("batch_invariant=True" if batch_invariant else None)
         if self._share_blocker is None:
             self._share_blocker = prefix_sharing_blocker(
                 self.model, min(self.vocab_width, len(self.tokenizer)), self.tokenizer.pad_token_id, self.device,
@@ -144,6 +152,8 @@ class HFBackend:
                 "shared_prefixes": self._share_blocker is None,
                 "generation": "greedy-loop" if self._greedy_blocker is None
                 else "model.generate, static cache" if self.static_cache else "model.generate",
+                # Only when set, so the specs (and run ids) of batched runs stay as they were.
+                **({"batch_invariant": True} if self.batch_invariant else {}),
             },
         }
 
@@ -158,36 +168,11 @@ class HFBackend:
     # -- scoring --------------------------------------------------------------------------------
 
     def _encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """`encode` of many texts in one tokenizer call (the per-call overhead dominates short texts)."""
-        bos = self.tokenizer.bos_token
-        starts = [bool(bos) and t.startswith(bos) for t in texts]
-        out: list[list[int]] = [[] for _ in texts]
-        for flag in (False, True):
-            chosen = [i for i, s in enumerate(starts) if s == flag]
-            if chosen:
-                encoded = self.tokenizer([texts[i] for i in chosen], add_special_tokens=not flag)["input_ids"]
-                for i, ids in zip(chosen, encoded, strict=True):
-                    out[i] = list(ids)
-        return out
+        return tokenization.encode_batch(self.tokenizer, texts)
 
     def encode_pairs(self, requests: Sequence[ChoiceRequest]) -> list[list[tuple[list[int], list[int]]]]:
-        """`encode_pair` of every option of every request, each context encoded once, in two
-        tokenizer calls in all (the same ids as calling `encode_pair` option by option)."""
-        contexts, wholes = [], []
-        for request in requests:
-            if request.context:
-                stripped = request.context.rstrip()
-                contexts.append(stripped)
-                wholes.extend(request.context + c for c in request.continuations)
-        context_ids, whole_ids = iter(self._encode_batch(contexts)), iter(self._encode_batch(wholes))
-        pairs = []
-        for request in requests:
-            if not request.context:
-                pairs.append([self.encode_pair("", c) for c in request.continuations])
-                continue
-            context = next(context_ids)
-            pairs.append([(context, next(whole_ids)[len(context):]) for _ in request.continuations])
-        return pairs
+        return tokenization.encode_pairs(self.tokenizer, [(r.context, r.continuations) for r in requests],
+                                         self.prefix_token_id)
 
     def _plan_scores(self, requests: Sequence[ChoiceRequest]) -> _ScorePlan:
         plan = _ScorePlan([], [], [], [], {})
@@ -247,6 +232,8 @@ class HFBackend:
     def _score_batches(self, plan: _ScorePlan) -> list[list[int]]:
         # Trees and plain rows are planned apart (a batch is one layout), each a pure function of
         # the whole request list, so a resumed run meets the same batch shapes.
+        if self.batch_invariant:
+            return [[i] for i in range(len(plan.trees))]
         batches = []
         for tree_layout in (True, False):
             members = [i for i, t in enumerate(plan.trees) if (t is not None) == tree_layout]
@@ -330,6 +317,8 @@ class HFBackend:
         the cheapest plan. `model.generate` takes one limit and stop list per call, so there requests
         are grouped by both and batches priced as padded prefill plus a call per new token.
         """
+        if self.batch_invariant:
+            return [[i] for i in range(len(requests))]
         lengths = [len(c) + r.max_new_tokens for c, r in zip(contexts, requests, strict=True)]
         groups: dict[tuple[int, tuple[str, ...]] | None, list[int]] = {}
         for index, request in enumerate(requests):

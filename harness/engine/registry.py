@@ -59,7 +59,7 @@ def get_backend(name: str) -> BackendFactory:
 
 
 @register_backend("hf", options=("dtype", "device", "batch_tokens", "static_cache", "on_overflow", "gguf_file",
-                                 "revision", "trust_remote_code", "device_map", "max_memory"))
+                                 "revision", "trust_remote_code", "device_map", "max_memory", "batch_invariant"))
 def hf_backend(model: str, **options: Any) -> Backend:
     """A transformers causal LM from a local folder or a hub id (`harness.engine.hf.HFBackend`)."""
     from harness.engine.hf import HFBackend

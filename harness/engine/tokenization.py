@@ -10,6 +10,7 @@ context is replaced by the prefix id (BOS, else EOS).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -35,6 +36,41 @@ def encode_pair(tokenizer: Any, context: str, continuation: str, prefix_token_id
     whole = encode(tokenizer, context + continuation)
     context_ids = encode(tokenizer, context)
     return context_ids, whole[len(context_ids):]
+
+
+def encode_batch(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """`encode` of many texts in one tokenizer call per BOS rule (the per-call overhead dominates
+    short texts)."""
+    bos = tokenizer.bos_token
+    starts = [bool(bos) and t.startswith(bos) for t in texts]
+    out: list[list[int]] = [[] for _ in texts]
+    for flag in (False, True):
+        chosen = [i for i, s in enumerate(starts) if s == flag]
+        if chosen:
+            encoded = tokenizer([texts[i] for i in chosen], add_special_tokens=not flag)["input_ids"]
+            for i, ids in zip(chosen, encoded, strict=True):
+                out[i] = list(ids)
+    return out
+
+
+def encode_pairs(tokenizer: Any, questions: Sequence[tuple[str, Sequence[str]]],
+                 prefix_token_id: int) -> list[list[tuple[list[int], list[int]]]]:
+    """`encode_pair` of every option of every (context, options) question, each context encoded
+    once, in two tokenizer calls in all (the same ids as calling `encode_pair` option by option)."""
+    contexts, wholes = [], []
+    for context, options in questions:
+        if context:
+            contexts.append(context.rstrip())
+            wholes.extend(context + option for option in options)
+    context_ids, whole_ids = iter(encode_batch(tokenizer, contexts)), iter(encode_batch(tokenizer, wholes))
+    pairs = []
+    for context, options in questions:
+        if not context:
+            pairs.append([encode_pair(tokenizer, "", option, prefix_token_id) for option in options])
+            continue
+        ids = next(context_ids)
+        pairs.append([(ids, next(whole_ids)[len(ids):]) for _ in options])
+    return pairs
 
 
 def prefix_token_id(tokenizer: Any) -> int:

@@ -165,7 +165,9 @@ def _work(plan: list[PlannedSample], done: Collection[str], budget: Budget | Non
     extending a budgeted run, only its missing samples: its plan grew since the cells on disk were
     computed, so no batch shape is kept anyway, and a batch holding old cells would compute them
     again. Its cells equal the full run's to float32 rounding (a log-likelihood computed in a batch
-    of other shapes can differ in its last bit); prompts, choices, metrics and generations alike."""
+    of other shapes can differ in its last bits); prompts, choices, metrics and generations alike.
+    With a batch-invariant backend (`--batch-invariant`: a forward per request) they are equal bit
+    for bit."""
     if budget is None and not extend:
         return plan
     return [sample for sample in plan if sample.key not in done]
