@@ -166,6 +166,8 @@ def test_a_budgeted_run_is_labelled_as_estimated_with_the_estimators_numbers(pag
     naive = np.mean([s.metrics["acc"].mean for s in record.ungrouped() if s.task == "formats"])
     assert distribution.mean.value != pytest.approx(naive, abs=1e-9)
     assert all(r[-1] == row[4] for r in _cells(page, "table-tag-effects") if r[2] == "budgeted")
+    # The page's subtitle states both resample counts: the comparisons' and the estimates'.
+    assert f"(1000 resamples, {RESAMPLES} for the estimates over formats, seed" in page
 
 
 def quoted(level: str) -> str:

@@ -44,6 +44,7 @@ from harness.report.grids import (
 )
 from harness.report.inputs import LoadedRun, check_sweep
 from harness.report.spread import PLOT_ID as SPREAD_PLOT
+from harness.report.spread import RESAMPLES as SPREAD_RESAMPLES
 from harness.report.spread import (
     effects_grid,
     spread_caption,
@@ -187,8 +188,10 @@ def build_report(
         if effects is None:
             omitted.append(("table-tag-effects", "no task's templates differ in their tags: no tag effects"))
 
+    estimates = f", {SPREAD_RESAMPLES} for the estimates over formats" if spread else ""
     subtitle = (f"{len(runs)} run{'s' if len(runs) > 1 else ''}; baseline {labels[0]}; intervals are "
-                f"{CONFIDENCE:.0%} bootstrap intervals ({RESAMPLES} resamples, seed {seed}); scores in percent.")
+                f"{CONFIDENCE:.0%} bootstrap intervals ({RESAMPLES} resamples{estimates}, seed {seed}); scores in "
+                "percent.")
     data = {"labels": labels, "cluster_scores": clusters, "task_scores": tasks, "shots_curve": curves,
             "shots_plot": plotted,
             "template_sensitivity": sensitivity, "generalization_gap": gaps,
