@@ -10,8 +10,10 @@ Two jobs, each writing a markdown document with the command that made it:
   the same accuracy.
 - `ifeval`: IFEval by the harness and by lm-eval's `ifeval` task on the same weights and prompts
   (lm-eval's generation settings: greedy, no stop string, 1280 new tokens; the chat template on
-  both sides), with `--limit N` for the first N prompts. Both sides resume: with the same --work,
-  the harness run reopens its samples and lm-eval reads the responses it cached.
+  both sides), with `--limit N` for the first N prompts; besides the metrics, how many
+  generations are identical prompt by prompt. Both sides resume: with the same --work, the
+  harness run reopens its samples and lm-eval reads the responses it cached (each is committed as
+  its batch ends), so the 541 prompts can be computed over several sittings.
 
 lm-eval reads the hub; offline, its task YAMLs are included from its installed package with the
 dataset pointed at the local files (`_local_task`), so its prompts, choices and scoring code are its
@@ -19,7 +21,8 @@ own. Usage:
 
     .venv/bin/python -m bench.real_model heldout --model DIR --out bench/real_model_heldout.md
     .venv/bin/python -m bench.real_model copa --model DIR --out bench/real_model_copa.md
-    .venv/bin/python -m bench.real_model ifeval --model DIR --work DIR --out bench/ifeval_side_by_side.md
+    .venv/bin/python -m bench.real_model ifeval --model DIR --work DIR --lm-eval-batch-size 64 \
+        --out bench/ifeval_side_by_side.md
 """
 
 from __future__ import annotations
@@ -55,9 +58,10 @@ def _local_task(directory: Path, name: str, include: Path, data_files: dict[str,
 
 
 def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool, limit: int | None,
-             batch_size: int = 16) -> dict[str, Any]:
-    """lm-eval's `simple_evaluate` on `model`, its responses cached in `directory`: lm-eval commits
-    each generation as it finishes, so a killed run started again with the same --work resumes."""
+             batch_size: int = 16, log_samples: bool = False) -> dict[str, Any]:
+    """lm-eval's `simple_evaluate` on `model` (its whole result: `results`, and `samples` with
+    `log_samples`), its responses cached in `directory`: lm-eval commits each generation as it
+    finishes, so a killed run started again with the same --work resumes."""
     from lm_eval.evaluator import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -65,11 +69,10 @@ def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool, limit: 
 
     use_bundled_nltk_data()  # lm-eval's IFEval checkers would otherwise download punkt_tab
 
-    results = simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=tasks,
-                              task_manager=TaskManager(include_path=str(directory), include_defaults=False),
-                              apply_chat_template=chat, limit=limit, batch_size=batch_size, device="cpu",
-                              use_cache=str(directory / "responses"))
-    return results["results"]
+    return simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=tasks,
+                           task_manager=TaskManager(include_path=str(directory), include_defaults=False),
+                           apply_chat_template=chat, limit=limit, batch_size=batch_size, device="cpu",
+                           use_cache=str(directory / "responses"), log_samples=log_samples)
 
 
 def _harness(args: list[str]) -> dict[str, Any]:
@@ -124,7 +127,7 @@ def copa(model: Path, work: Path) -> str:
     tasks_dir.mkdir(parents=True, exist_ok=True)
     _local_task(tasks_dir, "copa_local", _lm_eval_tasks_dir() / "super_glue" / "copa" / "default.yaml",
                 {"train": str(copa_rows / "train.jsonl"), "validation": str(copa_rows / "val.jsonl")})
-    reference = _lm_eval(model, ["copa_local"], tasks_dir, chat=False, limit=None)["copa_local"]
+    reference = _lm_eval(model, ["copa_local"], tasks_dir, chat=False, limit=None)["results"]["copa_local"]
     accuracy = _pct(ours["metrics"]["acc"]["mean"])
     harness_row = f"| harness, template `lm_eval_copa` (hash {ours['template_hash']}) | {accuracy} |"
     return "\n".join(["| COPA validation (100 rows), zero-shot, no chat template | accuracy |", "|---|---:|",
@@ -134,7 +137,12 @@ def copa(model: Path, work: Path) -> str:
 IFEVAL_METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
 
 
+MODEL_CARD_IFEVAL = 29.9  # SmolLM2-135M-Instruct's model card: mean of prompt- and instruction-level strict accuracy
+
+
 def ifeval(model: Path, work: Path, limit: int | None, batch_size: int) -> str:
+    """Both sides on the same prompts: the four metrics, the model card's measure (the mean of the two
+    strict accuracies), and how many generations are identical, prompt by prompt."""
     prompts = SHARED / "ifeval" / "input_data.jsonl"
     args = ["--model", str(model), "--tasks", "ifeval", "--data", f"ifeval={prompts.parent}", "--chat", "on",
             "--out", str(work / "harness-ifeval")]
@@ -142,19 +150,32 @@ def ifeval(model: Path, work: Path, limit: int | None, batch_size: int) -> str:
     record = _harness(args + (["--limit", str(limit)] if limit else []))
     harness_seconds = time.perf_counter() - started
     (ours,) = [s for s in record["scores"] if s.get("group") is None]
+    run_dir = next((work / "harness-ifeval").glob("*/run.json")).parent
+    responses = {}
+    for line in (run_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+        sample = json.loads(line)
+        responses[str(sample["row_id"])] = sample["response"]
     tasks_dir = work / "lm-eval-tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     _local_task(tasks_dir, "ifeval_local", _lm_eval_tasks_dir() / "ifeval" / "ifeval.yaml", {"train": str(prompts)})
     started = time.perf_counter()
-    reference = _lm_eval(model, ["ifeval_local"], tasks_dir, chat=True, limit=limit,
-                         batch_size=batch_size)["ifeval_local"]
+    output = _lm_eval(model, ["ifeval_local"], tasks_dir, chat=True, limit=limit, batch_size=batch_size,
+                      log_samples=True)
     lm_eval_seconds = time.perf_counter() - started
+    reference, theirs = output["results"]["ifeval_local"], output["samples"]["ifeval_local"]
+    same = sum(responses.get(str(s["doc"]["key"])) == s["filtered_resps"][0] for s in theirs)
     n = ours["n"]
-    lines = [f"prompts: {n} of 541 (the first {n})", "", "| metric | harness | lm-eval 0.4.13 `ifeval` |",
-             "|---|---:|---:|"]
+    strict = [ours["metrics"][m]["mean"] for m in IFEVAL_METRICS[:2]]
+    their_strict = [reference[m + ",none"] for m in IFEVAL_METRICS[:2]]
+    lines = [f"prompts: {n} of 541" + ("" if n == 541 else f" (the first {n})"), "",
+             "| metric | harness | lm-eval 0.4.13 `ifeval` |", "|---|---:|---:|"]
     for metric in IFEVAL_METRICS:
         lines.append(f"| {metric} | {_pct(ours['metrics'][metric]['mean'])} | {_pct(reference[metric + ',none'])} |")
-    lines += ["", f"wall time on this machine: harness {harness_seconds:.0f} s, lm-eval {lm_eval_seconds:.0f} s"]
+    lines += [f"| mean of the two strict accuracies (the model card's IFEval; card: {MODEL_CARD_IFEVAL}) | "
+              f"{_pct(statistics.mean(strict))} | {_pct(statistics.mean(their_strict))} |", "",
+              f"identical generations, prompt by prompt: {same} of {len(theirs)}", "",
+              f"wall time of this command: harness {harness_seconds:.0f} s, lm-eval {lm_eval_seconds:.0f} s "
+              "(a side that reused its finished run or cached responses takes seconds)"]
     return "\n".join(lines)
 
 
