@@ -150,11 +150,10 @@ def ifeval(model: Path, work: Path, limit: int | None, batch_size: int) -> str:
     record = _harness(args + (["--limit", str(limit)] if limit else []))
     harness_seconds = time.perf_counter() - started
     (ours,) = [s for s in record["scores"] if s.get("group") is None]
-    run_dir = next((work / "harness-ifeval").glob("*/run.json")).parent
-    responses = {}
-    for line in (run_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines():
-        sample = json.loads(line)
-        responses[str(sample["row_id"])] = sample["response"]
+    from harness.eval.store import load_run
+
+    _, samples = load_run(next((work / "harness-ifeval").glob("*/run.json")).parent)
+    responses = {sample.row_id: sample.response for sample in samples}
     tasks_dir = work / "lm-eval-tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     _local_task(tasks_dir, "ifeval_local", _lm_eval_tasks_dir() / "ifeval" / "ifeval.yaml", {"train": str(prompts)})

@@ -123,8 +123,8 @@ class HFBackend:
         if fast and self._tree_blocker:
             log.warning("scoring in the plain layout: %s", self._tree_blocker)
         self.batch_invariant = batch_invariant
-        self._share_blocker = self._tree_blocker or ("share_prefixes=False" if not share_prefixes else None
-                                                     ) or ("batch_invariant=True" if batch_invariant else None)
+        self._share_blocker = (self._tree_blocker or ("share_prefixes=False" if not share_prefixes else None)
+                               or ("batch_invariant=True" if batch_invariant else None))
         if self._share_blocker is None:
             self._share_blocker = prefix_sharing_blocker(
                 self.model, min(self.vocab_width, len(self.tokenizer)), self.tokenizer.pad_token_id, self.device,
@@ -166,9 +166,6 @@ class HFBackend:
         return tokenization.encode_pair(self.tokenizer, context, continuation, self.prefix_token_id)
 
     # -- scoring --------------------------------------------------------------------------------
-
-    def _encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return tokenization.encode_batch(self.tokenizer, texts)
 
     def encode_pairs(self, requests: Sequence[ChoiceRequest]) -> list[list[tuple[list[int], list[int]]]]:
         return tokenization.encode_pairs(self.tokenizer, [(r.context, r.continuations) for r in requests],
@@ -292,8 +289,8 @@ class HFBackend:
     def _generation_contexts(self, requests: Sequence[GenerateRequest]) -> tuple[list[list[int]], dict[int, Any]]:
         """Each prompt's ids, cut from the left to leave room for its new tokens, and the cut ones."""
         contexts, cut = [], {}
-        for index, (request, ids) in enumerate(zip(requests, self._encode_batch([r.context for r in requests]),
-                                                   strict=True)):
+        encoded = tokenization.encode_batch(self.tokenizer, [r.context for r in requests])
+        for index, (request, ids) in enumerate(zip(requests, encoded, strict=True)):
             room = self.max_length - request.max_new_tokens
             if request.max_new_tokens < 1 or room <= 0:
                 raise HarnessError(f"request {index}: max_new_tokens {request.max_new_tokens} must be at least 1 and "
