@@ -8,12 +8,8 @@ Two jobs, each writing a markdown document with the command that made it:
 - `copa`: lm-eval's own `copa` task on the same rows and weights beside the harness's
   `lm_eval_copa` template (lm-eval's prompt and choices, written as a template), which must give
   the same accuracy.
-- `ifeval`: IFEval by the harness and by lm-eval's `ifeval` task on the same weights and prompts
-  (lm-eval's generation settings: greedy, no stop string, 1280 new tokens; the chat template on
-  both sides), with `--limit N` for the first N prompts; besides the metrics, how many
-  generations are identical prompt by prompt. Both sides resume: with the same --work, the
-  harness run reopens its samples and lm-eval reads the responses it cached (each is committed as
-  its batch ends), so the 541 prompts can be computed over several sittings.
+
+IFEval side by side is `bench/ifeval_541.py` (it takes several sittings on a CPU).
 
 lm-eval reads the hub; offline, its task YAMLs are included from its installed package with the
 dataset pointed at the local files (`_local_task`), so its prompts, choices and scoring code are its
@@ -21,8 +17,6 @@ own. Usage:
 
     .venv/bin/python -m bench.real_model heldout --model DIR --out bench/real_model_heldout.md
     .venv/bin/python -m bench.real_model copa --model DIR --out bench/real_model_copa.md
-    .venv/bin/python -m bench.real_model ifeval --model DIR --work DIR --lm-eval-batch-size 64 \
-        --out bench/ifeval_side_by_side.md
 """
 
 from __future__ import annotations
@@ -30,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -57,7 +52,7 @@ def _local_task(directory: Path, name: str, include: Path, data_files: dict[str,
     (directory / f"{name}.yaml").write_text("\n".join(lines) + "\n")
 
 
-def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool, limit: int | None,
+def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool,
              batch_size: int = 16, log_samples: bool = False) -> dict[str, Any]:
     """lm-eval's `simple_evaluate` on `model` (its whole result: `results`, and `samples` with
     `log_samples`), its responses cached in `directory`: lm-eval commits each generation as it
@@ -71,13 +66,14 @@ def _lm_eval(model: Path, tasks: list[str], directory: Path, chat: bool, limit: 
 
     return simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=tasks,
                            task_manager=TaskManager(include_path=str(directory), include_defaults=False),
-                           apply_chat_template=chat, limit=limit, batch_size=batch_size, device="cpu",
+                           apply_chat_template=chat, batch_size=batch_size, device="cpu",
                            use_cache=str(directory / "responses"), log_samples=log_samples)
 
 
-def _harness(args: list[str]) -> dict[str, Any]:
+def _harness(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`harness run ARGS` in a subprocess (with `env` added to this process's environment); its run record."""
     command = [sys.executable, "-m", "harness", "run", *args]
-    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise SystemExit(f"harness run failed: {done.stderr.strip().splitlines()[-1:]}")
     record = next(Path(args[args.index("--out") + 1]).glob("*/run.json"))
@@ -127,64 +123,17 @@ def copa(model: Path, work: Path) -> str:
     tasks_dir.mkdir(parents=True, exist_ok=True)
     _local_task(tasks_dir, "copa_local", _lm_eval_tasks_dir() / "super_glue" / "copa" / "default.yaml",
                 {"train": str(copa_rows / "train.jsonl"), "validation": str(copa_rows / "val.jsonl")})
-    reference = _lm_eval(model, ["copa_local"], tasks_dir, chat=False, limit=None)["results"]["copa_local"]
+    reference = _lm_eval(model, ["copa_local"], tasks_dir, chat=False)["results"]["copa_local"]
     accuracy = _pct(ours["metrics"]["acc"]["mean"])
     harness_row = f"| harness, template `lm_eval_copa` (hash {ours['template_hash']}) | {accuracy} |"
     return "\n".join(["| COPA validation (100 rows), zero-shot, no chat template | accuracy |", "|---|---:|",
                       f"| lm-eval 0.4.13 `copa` task | {_pct(reference['acc,none'])} |", harness_row])
 
 
-IFEVAL_METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
-
-
-MODEL_CARD_IFEVAL = 29.9  # SmolLM2-135M-Instruct's model card: mean of prompt- and instruction-level strict accuracy
-
-
-def ifeval(model: Path, work: Path, limit: int | None, batch_size: int) -> str:
-    """Both sides on the same prompts: the four metrics, the model card's measure (the mean of the two
-    strict accuracies), and how many generations are identical, prompt by prompt."""
-    prompts = SHARED / "ifeval" / "input_data.jsonl"
-    args = ["--model", str(model), "--tasks", "ifeval", "--data", f"ifeval={prompts.parent}", "--chat", "on",
-            "--out", str(work / "harness-ifeval")]
-    started = time.perf_counter()
-    record = _harness(args + (["--limit", str(limit)] if limit else []))
-    harness_seconds = time.perf_counter() - started
-    (ours,) = [s for s in record["scores"] if s.get("group") is None]
-    from harness.eval.store import load_run
-
-    _, samples = load_run(next((work / "harness-ifeval").glob("*/run.json")).parent)
-    responses = {sample.row_id: sample.response for sample in samples}
-    tasks_dir = work / "lm-eval-tasks"
-    tasks_dir.mkdir(parents=True, exist_ok=True)
-    _local_task(tasks_dir, "ifeval_local", _lm_eval_tasks_dir() / "ifeval" / "ifeval.yaml", {"train": str(prompts)})
-    started = time.perf_counter()
-    output = _lm_eval(model, ["ifeval_local"], tasks_dir, chat=True, limit=limit, batch_size=batch_size,
-                      log_samples=True)
-    lm_eval_seconds = time.perf_counter() - started
-    reference, theirs = output["results"]["ifeval_local"], output["samples"]["ifeval_local"]
-    same = sum(responses.get(str(s["doc"]["key"])) == s["filtered_resps"][0] for s in theirs)
-    n = ours["n"]
-    strict = [ours["metrics"][m]["mean"] for m in IFEVAL_METRICS[:2]]
-    their_strict = [reference[m + ",none"] for m in IFEVAL_METRICS[:2]]
-    lines = [f"prompts: {n} of 541" + ("" if n == 541 else f" (the first {n})"), "",
-             "| metric | harness | lm-eval 0.4.13 `ifeval` |", "|---|---:|---:|"]
-    for metric in IFEVAL_METRICS:
-        lines.append(f"| {metric} | {_pct(ours['metrics'][metric]['mean'])} | {_pct(reference[metric + ',none'])} |")
-    lines += [f"| mean of the two strict accuracies (the model card's IFEval; card: {MODEL_CARD_IFEVAL}) | "
-              f"{_pct(statistics.mean(strict))} | {_pct(statistics.mean(their_strict))} |", "",
-              f"identical generations, prompt by prompt: {same} of {len(theirs)}", "",
-              f"wall time of this command: harness {harness_seconds:.0f} s, lm-eval {lm_eval_seconds:.0f} s "
-              "(a side that reused its finished run or cached responses takes seconds)"]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("job", choices=("heldout", "copa", "ifeval"))
+    parser.add_argument("job", choices=("heldout", "copa"))
     parser.add_argument("--model", type=Path, required=True, help="a transformers model folder")
-    parser.add_argument("--limit", type=int, help="ifeval: the first N prompts (default: all 541)")
-    parser.add_argument("--lm-eval-batch-size", type=int, default=16,
-                        help="ifeval: lm-eval's batch size (its rows decode until the batch's longest ends)")
     parser.add_argument("--chat", choices=("off", "on", "both"), default="both",
                         help="heldout: with the chat template, without, or both (default)")
     parser.add_argument("--work", type=Path, help="keep the runs here (a finished run is reused; default: a "
@@ -194,8 +143,7 @@ def main() -> None:
     chats = ("off", "on") if args.chat == "both" else (args.chat,)
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        jobs = {"heldout": lambda: heldout(args.model, work, chats), "copa": lambda: copa(args.model, work),
-                "ifeval": lambda: ifeval(args.model, work, args.limit, args.lm_eval_batch_size)}
+        jobs = {"heldout": lambda: heldout(args.model, work, chats), "copa": lambda: copa(args.model, work)}
         body = jobs[args.job]()
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.real_model", *sys.argv[1:]])
     args.out.write_text(f"```bash\n{command}\n```\n\n{body}\n")
