@@ -19,6 +19,10 @@ equal the aggregate of its per-prompt verdicts, so the report's sums are each to
 
     .venv/bin/python -m bench.ifeval_541 run --model DIR --work DIR [--start 0 --stop 541 --slice 32]
     .venv/bin/python -m bench.ifeval_541 report --out bench/ifeval_side_by_side.md
+
+DIR for SmolLM2-135M-Instruct is the real-model tests' converted folder, fetched and converted on
+first use: `.venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); from real_model.fetch
+import real_model; print(real_model()[0].folder)"`. A slice already in `bench/ifeval_541/` is skipped.
 """
 
 from __future__ import annotations
