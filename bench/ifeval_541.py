@@ -33,7 +33,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import platform
 import shlex
 import statistics
@@ -78,24 +77,15 @@ def _check_equal(side: str, reported: dict[str, float], verdicts: list[dict[str,
                              f"{recomputed[metric]}; the slice is not written")
 
 
-def _settings(model: Path) -> dict[str, Any]:
+def _settings(model: Path, weights_sha256: str) -> dict[str, Any]:
     import lm_eval
     import torch
     import transformers
 
-    weights = sorted(model.glob("*.safetensors"))
-    return {"model": model.name, "weights_sha256": _digest("".join(_file_digest(w) for w in weights)),
+    return {"model": model.name, "weights_sha256": weights_sha256,
             "torch": torch.__version__, "transformers": transformers.__version__, "lm_eval": lm_eval.__version__,
             "threads_per_side": THREADS, "lm_eval_batch_size": "slice", "harness_batching": "default", "chat": True,
             "dtype": "float32", "machine": platform.machine()}
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _harness_side(model: Path, data: Path, out: Path) -> Side:
@@ -149,7 +139,9 @@ def run_slice(model: Path, work: Path, start: int, stop: int, prompts: list[str]
         _check_equal(side, reported, [verdicts[k] for k in keys], name)
     for key in keys:
         rows.append({"key": int(key), "harness": ours[1][key], "lm_eval": theirs[1][key]})
-    document = {"format": FORMAT, "prompts": [start, stop], "settings": _settings(model),
+    record = json.loads(next((where / "harness").glob("*/run.json")).read_text())
+    settings = _settings(model, record["model"]["weights_sha256"])  # the harness's fingerprint of the folder
+    document = {"format": FORMAT, "prompts": [start, stop], "settings": settings,
                 "wall_seconds": {"harness": round(ours[2], 1), "lm_eval": round(theirs[2], 1)}, "rows": rows}
     SLICES.mkdir(exist_ok=True)
     target = SLICES / f"{name}.json"
@@ -190,8 +182,8 @@ def report(total: int) -> str:
     rows = [row for s in slices for row in s["rows"]]
     ours, theirs = _aggregate([r["harness"] for r in rows]), _aggregate([r["lm_eval"] for r in rows])
     differing = [r["key"] for r in rows if r["harness"]["response_sha256"] != r["lm_eval"]["response_sha256"]]
-    verdicts = [f"{r['key']} ({m})" for r in rows for m in METRICS
-                if _aggregate([r["harness"]])[m] != _aggregate([r["lm_eval"]])[m]]
+    per_row = [(r["key"], _aggregate([r["harness"]]), _aggregate([r["lm_eval"]])) for r in rows]
+    verdicts = [f"{key} ({m})" for key, mine, lm in per_row for m in METRICS if mine[m] != lm[m]]
     settings = slices[0]["settings"]
     covered = ", ".join(f"{s['prompts'][0]}-{s['prompts'][1] - 1}" for s in slices)
     lines = [f"prompts: {len(rows)} of {total}" + ("" if len(rows) == total else f" (prompt indices {covered}; "
@@ -236,7 +228,6 @@ def main() -> None:
         return
     if args.model is None or args.work is None:
         parser.error("run needs --model and --work")
-    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
     stop = len(prompts) if args.stop is None else args.stop
     for start in range(args.start, stop, args.slice):
         end = min(start + args.slice, stop)
