@@ -35,6 +35,11 @@ pytestmark = [
     pytest.mark.skipif(not SUPERGLUE.is_dir(), reason=f"shared SuperGLUE rows not found at {SUPERGLUE}"),
 ]
 ATOL = 1e-4
+# The golden values are replayed on CPUs other than the one that recorded them: float32 sums over a
+# few dozen tokens differ with the BLAS kernel's reduction order, by about 4e-6 of the value (1.1e-4
+# seen on a -32 nat option). Chosen options are compared exactly; the closest recorded margin
+# between two options (0.16 nat) is far above this.
+GOLDEN_RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +48,8 @@ def golden_samples(real_backend: Any, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def test_scores_equal_the_golden_values(golden_samples, real_model):
-    """Every sample's prompt, log-likelihoods (within 1e-4) and chosen option as recorded; and the
-    recording itself agreed with lm-eval's on every sample."""
+    """Every sample's prompt, log-likelihoods (within 1e-4 plus 1e-5 of the value) and chosen option
+    as recorded; and the recording itself agreed with lm-eval's on every sample."""
     golden = json.loads(GOLDEN_FILE.read_text(encoding="utf-8"))
     assert golden["model"]["gguf_sha256"] == real_model.sha256
     expected = golden["samples"]
@@ -55,7 +60,7 @@ def test_scores_equal_the_golden_values(golden_samples, real_model):
         theirs = expected[key]
         assert ours["prompt_sha256"] == theirs["prompt_sha256"], (
             f"{key}: the prompt changed; if on purpose, re-record with python -m tests.real_model.golden")
-        np.testing.assert_allclose(ours["logprobs"], theirs["logprobs"], rtol=0, atol=ATOL, err_msg=key)
+        np.testing.assert_allclose(ours["logprobs"], theirs["logprobs"], rtol=GOLDEN_RTOL, atol=ATOL, err_msg=key)
         np.testing.assert_allclose(theirs["lm_eval"], theirs["logprobs"], rtol=0, atol=ATOL, err_msg=key)
         assert ours["chosen"] == theirs["chosen"] == int(np.argmax(theirs["lm_eval"])), key
     chosen = {s["chosen"] for s in expected.values()}
