@@ -9,7 +9,13 @@ then compared with the full run's per-template means and their distribution over
 - template MAE: mean absolute error of the per-template scores, in points (0-100);
 - quantile MAE: absolute error of each quantile over templates (5/25/50/75/95), in points;
 - coverage: how often the interval of a template's score, and of each quantile, holds the full
-  run's value.
+  run's value;
+- floor: the worst quantile error left when the model's parameters are known exactly (fitted to
+  every cell of the full run) and each uncomputed cell is filled with its expected value under
+  that fit (a template whose cells are equal within each class, row-independent, exactly). What
+  remains is the uncomputed cells' own 0/1 outcomes, which no model of template effect, row
+  difficulty and class can predict: an optimistic bound for this family of estimators, since
+  the fit has seen the cells it predicts.
 
 Errors are averaged over the (task, shots) of a run, then the median over design seeds is
 reported; coverage is pooled over tasks and seeds. Markdown, with the command line and the wall and
@@ -33,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness.analysis.budget import QUANTILES, SUMMARY, estimate_budget, score_summary  # noqa: E402
 from harness.analysis.budget_matrix import CellMatrix, run_matrices  # noqa: E402
+from harness.analysis.irt import fit_with_priors  # noqa: E402
+from harness.analysis.template_features import tag_design  # noqa: E402
 from harness.eval.budget_design import design_cells  # noqa: E402
 from harness.eval.store import load_run  # noqa: E402
 
@@ -54,10 +62,27 @@ def full_matrices(directory: Path) -> tuple[str, list[CellMatrix], int]:
     return record.run_id, varying, len(matrices) - len(varying)
 
 
+def oracle_values(matrix: CellMatrix) -> np.ndarray:
+    """(templates x rows): each cell's expected value under the model fitted to every cell of the
+    full run, the cell's own value for a row-independent template (see `floor` in the docstring)."""
+    cells = matrix.cells()
+    features, _ = tag_design(matrix.tags)
+    fitted, _ = fit_with_priors(cells, features)
+    expected = fitted.probabilities(features)
+    values = matrix.sums / matrix.counts
+    classes = matrix.row_classes
+    for t in range(len(matrix.templates)):
+        if all(np.ptp(values[t, classes == k]) == 0 for k in np.unique(classes)) and np.isin(values[t], (0, 1)).all():
+            expected[t] = values[t]
+    return expected
+
+
 def measure(matrix: CellMatrix, budget: float, seed: int, covariates: bool, resamples: int,
-            confidence: float) -> dict[str, float]:
+            confidence: float, oracle: np.ndarray) -> dict[str, float]:
     truth = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)
     subset = matrix.subset(design_cells(matrix.templates, matrix.rows, budget, seed))
+    filled = np.where(subset.computed, matrix.sums, matrix.counts * oracle).sum(axis=1) / matrix.counts.sum(axis=1)
+    floor_quantiles = score_summary(filled)[QUANTILE_COLUMNS]
     start = time.perf_counter()
     estimate = estimate_budget(subset, covariates=covariates, seed=seed, resamples=resamples, confidence=confidence)
     seconds = time.perf_counter() - start
@@ -74,6 +99,7 @@ def measure(matrix: CellMatrix, budget: float, seed: int, covariates: bool, resa
         "naive_template_mae": 100 * float(np.nanmean(np.abs(naive - truth))),
         **{f"q_err_{i}": 100 * abs(q.value - true_quantiles[i]) for i, q in enumerate(quantiles)},
         **{f"naive_q_err_{i}": 100 * abs(naive_quantiles[i] - true_quantiles[i]) for i in range(len(QUANTILES))},
+        **{f"floor_q_err_{i}": 100 * abs(floor_quantiles[i] - true_quantiles[i]) for i in range(len(QUANTILES))},
         "template_cover": float(np.mean((low <= truth + TOLERANCE) & (truth - TOLERANCE <= high))),
         "quantile_cover": float(np.mean([q.low - TOLERANCE <= true_quantiles[i] <= q.high + TOLERANCE
                                          for i, q in enumerate(quantiles)])),
@@ -103,8 +129,8 @@ def main() -> None:
              "(\"+N constant\").", "",
              "| run | tasks x templates x rows | budget | cells / template | template MAE (naive) | "
              "q05 | q25 | q50 | q75 | q95 | max quantile MAE (naive) | template coverage | quantile coverage | "
-             "s / estimate |",
-             "|---|---|---:|---:|---|---|---|---|---|---|---|---:|---:|---:|"]
+             "floor | s / estimate |",
+             "|---|---|---:|---:|---|---|---|---|---|---|---|---:|---:|---:|---:|"]
     started, cpu_started = time.perf_counter(), time.process_time()
     for directory in args.runs:
         run_id, matrices, constant = full_matrices(directory)
@@ -112,12 +138,13 @@ def main() -> None:
                  f"{round(np.mean([len(m.rows) for m in matrices]))}")
         if constant:
             shape += f" (+{constant} constant)"
+        oracles = [oracle_values(m) for m in matrices]
         for budget in budgets:
             per_seed: dict[str, list[float]] = defaultdict(list)
             pooled: dict[str, list[float]] = defaultdict(list)
             for seed in range(args.seeds):
-                results = [measure(m, budget, seed, args.model == "covariates", args.resamples, args.confidence)
-                           for m in matrices]
+                results = [measure(m, budget, seed, args.model == "covariates", args.resamples, args.confidence, o)
+                           for m, o in zip(matrices, oracles, strict=True)]
                 for key in results[0]:
                     per_seed[key].append(float(np.mean([r[key] for r in results])))
                     pooled[key].extend(r[key] for r in results)
@@ -125,11 +152,12 @@ def main() -> None:
             quantile_cells = [f"{med[f'q_err_{i}']:.1f} ({med[f'naive_q_err_{i}']:.1f})" for i in range(len(QUANTILES))]
             worst = max(med[f"q_err_{i}"] for i in range(len(QUANTILES)))
             worst_naive = max(med[f"naive_q_err_{i}"] for i in range(len(QUANTILES)))
+            floor = max(med[f"floor_q_err_{i}"] for i in range(len(QUANTILES)))
             lines.append(
                 f"| {run_id} | {shape} | {budget:.0%} | {med['cells_per_template']:.0f} | "
                 f"{med['template_mae']:.1f} ({med['naive_template_mae']:.1f}) | {' | '.join(quantile_cells)} | "
                 f"{worst:.1f} ({worst_naive:.1f}) | {np.mean(pooled['template_cover']):.0%} | "
-                f"{np.mean(pooled['quantile_cover']):.0%} | {med['seconds']:.2f} |")
+                f"{np.mean(pooled['quantile_cover']):.0%} | {floor:.1f} | {med['seconds']:.2f} |")
     lines += ["", f"Wall time: {time.perf_counter() - started:.0f} s; "
                   f"CPU time: {time.process_time() - cpu_started:.0f} s."]
     text = "\n".join(lines) + "\n"
