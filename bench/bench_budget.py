@@ -150,9 +150,8 @@ def main() -> None:
                     pooled[key].extend(r[key] for r in results)
             med = {key: float(np.median(values)) for key, values in per_seed.items()}
             quantile_cells = [f"{med[f'q_err_{i}']:.1f} ({med[f'naive_q_err_{i}']:.1f})" for i in range(len(QUANTILES))]
-            worst = max(med[f"q_err_{i}"] for i in range(len(QUANTILES)))
-            worst_naive = max(med[f"naive_q_err_{i}"] for i in range(len(QUANTILES)))
-            floor = max(med[f"floor_q_err_{i}"] for i in range(len(QUANTILES)))
+            worst, worst_naive, floor = (max(med[f"{kind}q_err_{i}"] for i in range(len(QUANTILES)))
+                                         for kind in ("", "naive_", "floor_"))
             lines.append(
                 f"| {run_id} | {shape} | {budget:.0%} | {med['cells_per_template']:.0f} | "
                 f"{med['template_mae']:.1f} ({med['naive_template_mae']:.1f}) | {' | '.join(quantile_cells)} | "
