@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.analysis.budget import QUANTILES, SUMMARY, estimate_budget, score_summary  # noqa: E402
+from harness.analysis.budget import ESTIMATORS, QUANTILES, SUMMARY, estimate_budget, score_summary  # noqa: E402
 from harness.analysis.budget_matrix import CellMatrix, run_matrices  # noqa: E402
 from harness.analysis.irt import fit_with_priors  # noqa: E402
 from harness.analysis.template_features import tag_design  # noqa: E402
@@ -78,13 +78,14 @@ def oracle_values(matrix: CellMatrix) -> np.ndarray:
 
 
 def measure(matrix: CellMatrix, budget: float, seed: int, covariates: bool, resamples: int,
-            confidence: float, oracle: np.ndarray) -> dict[str, float]:
+            confidence: float, oracle: np.ndarray, estimator: str) -> dict[str, float]:
     truth = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)
     subset = matrix.subset(design_cells(matrix.templates, matrix.rows, budget, seed))
     filled = np.where(subset.computed, matrix.sums, matrix.counts * oracle).sum(axis=1) / matrix.counts.sum(axis=1)
     floor_quantiles = score_summary(filled)[QUANTILE_COLUMNS]
     start = time.perf_counter()
-    estimate = estimate_budget(subset, covariates=covariates, seed=seed, resamples=resamples, confidence=confidence)
+    estimate = estimate_budget(subset, covariates=covariates, seed=seed, resamples=resamples, confidence=confidence,
+                               estimator=estimator)
     seconds = time.perf_counter() - start
     scores = np.array([t.score.value for t in estimate.templates])
     naive = np.array([np.nan if t.naive is None else t.naive for t in estimate.templates])
@@ -117,11 +118,14 @@ def main() -> None:
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--model", choices=("covariates", "irt"), default="covariates",
                         help="covariates: template tags as covariates; irt: the plain logistic model")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="plug-in",
+                        help="plug-in: the penalized fit and a row bootstrap; bayes: posterior draws of the full run")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     lines = [f"Command: `.venv/bin/python bench/bench_budget.py {' '.join(sys.argv[1:])}`", "",
-             f"Model: {args.model}; {args.resamples} bootstrap resamples; {round(100 * args.confidence)}% intervals; "
+             f"Estimator: {args.estimator}; model: {args.model}; {args.resamples} bootstrap resamples; "
+             f"{round(100 * args.confidence)}% intervals; "
              f"design seeds 0..{args.seeds - 1}. Errors in points (0-100): mean over the run's (task, shots), "
              "median over seeds; coverage pooled over tasks and seeds (a value missed by under 0.05 points counts "
              "as held). Quantiles are over each task's templates; in parentheses, the naive estimator (each "
@@ -143,7 +147,8 @@ def main() -> None:
             per_seed: dict[str, list[float]] = defaultdict(list)
             pooled: dict[str, list[float]] = defaultdict(list)
             for seed in range(args.seeds):
-                results = [measure(m, budget, seed, args.model == "covariates", args.resamples, args.confidence, o)
+                results = [measure(m, budget, seed, args.model == "covariates", args.resamples, args.confidence, o,
+                                   args.estimator)
                            for m, o in zip(matrices, oracles, strict=True)]
                 for key in results[0]:
                     per_seed[key].append(float(np.mean([r[key] for r in results])))

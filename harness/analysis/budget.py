@@ -50,6 +50,7 @@ import numpy as np
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
+from harness.analysis.budget_bayes import score_draws as posterior_scores
 from harness.analysis.budget_draws import RowIndependent, TemplatePosterior, draw_classes, outcomes
 from harness.analysis.budget_matrix import CellMatrix
 from harness.analysis.irt import Cells, Fit, Priors, fit, fit_with_priors, template_modes
@@ -282,19 +283,33 @@ def _distribution(templates: tuple[str, ...], scores: np.ndarray, point: np.ndar
                         templates[worst], summary[-1])
 
 
+ESTIMATORS = ("plug-in", "bayes")
+"""How the template scores and their distribution are estimated: "plug-in" (the default), the
+penalized fit with a row bootstrap (this module's `_Model`); "bayes", posterior draws of the full
+run (`harness.analysis.budget_bayes`), measured beside it in `bench/bench_budget.py --estimator`:
+its quantile intervals cover more often at a tenth of the cells, its errors are mixed (better on
+SmolLM2's RTE and COPA, worse on CB; see bench/RESULTS.md). Tag effects and the naive estimate
+are the plug-in's under both."""
+POSTERIOR_DRAWS = 1000  # kept sweeps of the sampler: a 95% interval's ends rest on 25 draws each
+
+
 def estimate_budget(matrix: CellMatrix, *, covariates: bool = True, seed: int = 0, resamples: int = 200,
-                    confidence: float = 0.95) -> BudgetEstimate:
+                    confidence: float = 0.95, estimator: str = "plug-in") -> BudgetEstimate:
     """The full run's per-template scores, their distribution and the tags' effects, estimated from
-    the computed cells of `matrix` (see the module docstring). `covariates=False` fits the plain
-    logistic model (no tags), PromptEval's baseline."""
+    the computed cells of `matrix` (see the module docstring and `ESTIMATORS`). `covariates=False`
+    fits the plain logistic model (no tags), PromptEval's baseline, for the plug-in's scores and
+    the tag effects (of which there are then none)."""
     check_bootstrap(seed, resamples, confidence)
+    if estimator not in ESTIMATORS:
+        raise HarnessError(f"unknown budget estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
     # One BLAS thread: the fits are small, and L-BFGS-B's BLAS calls on many threads spin against
     # each other and any other load, which made a fit 25 times slower on a busy two-core machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _estimate(matrix, covariates, seed, resamples, confidence)
+        return _estimate(matrix, covariates, seed, resamples, confidence, estimator)
 
 
-def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, confidence: float) -> BudgetEstimate:
+def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, confidence: float,
+              estimator: str) -> BudgetEstimate:
     model = _Model(matrix, covariates)
     rng = bootstrap_rng(seed, "budget-draws", matrix.task, matrix.shots)
     fitted, priors = model.fit(rng)
@@ -310,10 +325,19 @@ def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, c
     score_draws = np.empty((resamples, len(matrix.templates)))
     naive_draws = np.empty_like(score_draws)
     effect_draws = np.empty((resamples, len(effects)))
+    bayes = estimator == "bayes" and not model.complete
     for i, draw in enumerate(draws):
         refit = model.refit(fitted, priors, draw)
-        score_draws[i], naive_draws[i], effect_draws[i] = (model.predictive(refit, rng),
-                                                           model.naive(draw), model.effects(refit, draw))
+        naive_draws[i], effect_draws[i] = model.naive(draw), model.effects(refit, draw)
+        if not bayes:
+            score_draws[i] = model.predictive(refit, rng)
+    if bayes:
+        # Each template's posterior mean; each statistic of the distribution its posterior median,
+        # the estimate with the least expected absolute error if the model holds.
+        score_draws = posterior_scores(matrix, POSTERIOR_DRAWS,
+                                       bootstrap_rng(seed, "budget-bayes", matrix.task, matrix.shots))
+        scores = score_draws.mean(axis=0)
+        summary = np.median(score_summary(score_draws), axis=0)
     computed = matrix.computed.sum(axis=1)
     per_template = tuple(
         TemplateEstimate(template, Estimate(clean(scores[t]), *percentile_interval(score_draws[:, t], confidence)),

@@ -98,7 +98,7 @@ class RowIndependent:
 
     So each template is a mixture: row-independent with probability `probability`, else the
     logistic model. A row-independent template follows one of a few patterns over the classes
-    (`_patterns`): always right, always wrong, or always option k (right on class k alone). Its
+    (`patterns`): always right, always wrong, or always option k (right on class k alone). Its
     computed cells can only be row-independent if they are binary and equal within each class,
     and then their likelihood is the prior weight of the patterns they agree with, against the
     logistic model's marginal likelihood of the cells. The prior share of row-independent templates
@@ -111,17 +111,8 @@ class RowIndependent:
     cells a template of a three-class task, the template's observed 0% was its estimate)."""
 
     def __init__(self, cells: Cells, log_marginal: np.ndarray, binary: bool) -> None:
-        width = max(cells.classes, 1)
-        groups = cells.template * width + np.maximum(cells.row_class[cells.row], 0)
-        total = np.bincount(groups, cells.weight, cells.templates * width).reshape(cells.templates, width)
-        ones = np.bincount(groups, cells.weight * cells.value, cells.templates * width).reshape(cells.templates, width)
-        seen = total > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = ones / total
-        self.patterns = _patterns(cells.classes)
-        # agree[t, p]: template t's computed cells are what pattern p gives on every class they saw.
-        agree = np.all(~seen[:, None, :] | (share[:, None, :] == self.patterns[None]), axis=2)
-        agree &= binary & seen.any(axis=1)[:, None]
+        self.patterns = patterns(cells.classes)
+        agree = pattern_agreement(cells, self.patterns, binary)
         # The estimates add one template of each kind and one of each pattern (a uniform prior's
         # posterior mean, in effect): without it, where the cells barely tell the kinds apart (a
         # template right on its 15 computed cells among templates that score 60-90%), EM drives the
@@ -162,12 +153,26 @@ class RowIndependent:
         return np.where(independent[:, None], self.values(row_class, self.patterns[pick]), drawn)
 
 
-def _patterns(classes: int) -> np.ndarray:
+def patterns(classes: int) -> np.ndarray:
     """(patterns x classes, or x 1 without a class term): a row-independent template's value on
     each class: always right, always wrong, and, on a choice task, always option k."""
     width = max(classes, 1)
-    patterns = [np.ones(width), np.zeros(width)] + (list(np.eye(classes)) if classes >= 2 else [])
-    return np.array(patterns)
+    rows = [np.ones(width), np.zeros(width)] + (list(np.eye(classes)) if classes >= 2 else [])
+    return np.array(rows)
+
+
+def pattern_agreement(cells: Cells, pattern_values: np.ndarray, binary: bool) -> np.ndarray:
+    """(templates x patterns): whether template t's computed cells are what pattern p gives on every
+    class they saw (never for a template with no cell, nor for a metric that is not binary)."""
+    width = max(cells.classes, 1)
+    groups = cells.template * width + np.maximum(cells.row_class[cells.row], 0)
+    total = np.bincount(groups, cells.weight, cells.templates * width).reshape(cells.templates, width)
+    ones = np.bincount(groups, cells.weight * cells.value, cells.templates * width).reshape(cells.templates, width)
+    seen = total > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = ones / total
+    agree = np.all(~seen[:, None, :] | (share[:, None, :] == pattern_values[None]), axis=2)
+    return agree & binary & seen.any(axis=1)[:, None]
 
 
 def _posterior(share_prior: float, weights: np.ndarray, agree: np.ndarray,
