@@ -1,5 +1,5 @@
 """Posterior draws of a budgeted matrix's full-run template scores, from a Gibbs sampler of the
-logistic model.
+logistic model: `harness.analysis.budget`'s `estimator="bayes"`.
 
 The model is `harness.analysis.irt`'s without covariates: each computed cell holds n judgements
 of which a share y are right, with
@@ -10,15 +10,18 @@ delta_t the template's effect, alpha_t its effects on the row classes (in `contr
 they sum to zero), beta_r the row's difficulty; Gaussian priors on all of them, and on each of the
 three spreads an inverse-gamma prior, InvGamma(2, 0.1): its mean, 0.1 in variance (0.3 logits in
 spread), is a small effect, its tail allows the several logits of class effects a model that
-always answers one option has, and 48 templates or 50 rows outweigh it.
+leans to one option has, and 48 templates or 50 rows outweigh it. As in the plug-in estimate, a
+template may instead be row-independent (`harness.analysis.budget_draws.patterns`: always right,
+always wrong, always option k) where its binary cells agree with the pattern; its kind is sampled
+with the rest, the share of such templates and the patterns' weights under uniform priors.
 
-Where `harness.analysis.budget`'s plug-in estimate fixes the row difficulties and the spreads at
-their penalized fit and adds the rest of the uncertainty by a bootstrap over rows, this samples
-them too, so a score's uncertainty includes that of the difficulties of the rows it was not
-computed on (about 5 cells each at a tenth of the cells of 48 templates) and of how far templates
-differ. Measured on SmolLM2-135M-Instruct's 48 formats at a tenth of the cells
-(`bench/bench_budget.py`), the 95% intervals of the quantiles over templates held the full run's
-value 92 to 94% of the time on RTE, CB and COPA, against 76 to 94% for the plug-in's.
+Where the plug-in estimate fixes the row difficulties and the spreads at their penalized fit and
+adds the rest of the uncertainty by a bootstrap over rows, this samples them too, so a score's
+uncertainty includes that of the difficulties of the rows it was not computed on (about 5 cells
+each at a tenth of the cells of 48 templates) and of how far templates differ. What that buys is
+measured in bench/RESULTS.md ("The posterior-draw estimator"): at a tenth of the cells its quantile
+intervals cover more often on SmolLM2-135M's RTE and COPA formats, its errors are lower there and
+higher on CB and on one of the tiny models' variant sets, so it is not the default.
 
 Polya-Gamma augmentation (Polson, Scott and Windle 2013) makes every conditional Gaussian: given
 omega_c ~ PG(n_c, eta_c) for each cell, a cell is a Gaussian observation of its linear predictor
