@@ -155,7 +155,7 @@ class _Model:
         self.weight = np.where(matrix.computed, matrix.counts, self.row_weight[None, :])
         self.complete = bool(matrix.computed.all())
         self.needs_fit = not self.complete or bool(self.columns)
-        self.binary = bool(np.all(self.cells.weight == 1) and np.all((self.cells.value == 0) | (self.cells.value == 1)))
+        self.binary = self.cells.binary()
         self.shared_cells = self.cells  # the cells the shared parameters are fitted to (see `fit`)
         self.posterior: TemplatePosterior | None = None
         self.mixture: RowIndependent | None = None
@@ -314,30 +314,31 @@ def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, c
     rng = bootstrap_rng(seed, "budget-draws", matrix.task, matrix.shots)
     fitted, priors = model.fit(rng)
     ones = np.ones(len(matrix.rows))
-    scores = model.scores(fitted)
+    bayes = estimator == "bayes" and not model.complete
     if model.complete:
         # Summed as the record sums them, so a full run's estimate is its mean to the last bit.
         scores = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)
-    summary = score_summary(scores)
-    naive, effects = model.naive(ones), model.effects(fitted, ones)
-    draws = np.concatenate(list(row_weights(bootstrap_rng(seed, "budget", matrix.task, matrix.shots),
-                                            len(matrix.rows), resamples)))
-    score_draws = np.empty((resamples, len(matrix.templates)))
-    naive_draws = np.empty_like(score_draws)
-    effect_draws = np.empty((resamples, len(effects)))
-    bayes = estimator == "bayes" and not model.complete
-    for i, draw in enumerate(draws):
-        refit = model.refit(fitted, priors, draw)
-        naive_draws[i], effect_draws[i] = model.naive(draw), model.effects(refit, draw)
-        if not bayes:
-            score_draws[i] = model.predictive(refit, rng)
-    if bayes:
+    elif bayes:
         # Each template's posterior mean; each statistic of the distribution its posterior median,
         # the estimate with the least expected absolute error if the model holds.
         score_draws = posterior_scores(matrix, POSTERIOR_DRAWS,
                                        bootstrap_rng(seed, "budget-bayes", matrix.task, matrix.shots))
         scores = score_draws.mean(axis=0)
-        summary = np.median(score_summary(score_draws), axis=0)
+    else:
+        scores = model.scores(fitted)
+    summary = np.median(score_summary(score_draws), axis=0) if bayes else score_summary(scores)
+    naive, effects = model.naive(ones), model.effects(fitted, ones)
+    draws = np.concatenate(list(row_weights(bootstrap_rng(seed, "budget", matrix.task, matrix.shots),
+                                            len(matrix.rows), resamples)))
+    if not bayes:
+        score_draws = np.empty((resamples, len(matrix.templates)))
+    naive_draws = np.empty((resamples, len(matrix.templates)))
+    effect_draws = np.empty((resamples, len(effects)))
+    for i, draw in enumerate(draws):
+        refit = model.refit(fitted, priors, draw)
+        naive_draws[i], effect_draws[i] = model.naive(draw), model.effects(refit, draw)
+        if not bayes:
+            score_draws[i] = model.predictive(refit, rng)
     computed = matrix.computed.sum(axis=1)
     per_template = tuple(
         TemplateEstimate(template, Estimate(clean(scores[t]), *percentile_interval(score_draws[:, t], confidence)),

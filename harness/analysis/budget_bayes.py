@@ -183,7 +183,7 @@ def score_draws(matrix: CellMatrix, draws: int, rng: np.random.Generator, burn_i
     """(draws x templates): posterior draws of each template's full-run score, its mean over every
     row with the computed cells as observed (see the module docstring)."""
     cells = matrix.cells()
-    binary = bool(np.all(cells.weight == 1) and np.all((cells.value == 0) | (cells.value == 1)))
+    binary = cells.binary()
     chain = _Chain(_Design(cells), binary)
     weight = np.where(matrix.computed, matrix.counts, matrix.row_weights()[None, :])
     shares = cells.class_shares()

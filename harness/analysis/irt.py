@@ -77,6 +77,10 @@ class Cells:
     def contrast(self) -> np.ndarray:
         return contrasts(self.classes)
 
+    def binary(self) -> bool:
+        """Whether every cell is one 0/1 judgement, so an uncomputed cell's outcome is a coin."""
+        return bool(np.all(self.weight == 1) and np.all((self.value == 0) | (self.value == 1)))
+
     def class_shares(self) -> np.ndarray:
         """Each class's share of the rows of known class (empty without a class term)."""
         known = self.row_class[self.row_class >= 0]
