@@ -47,21 +47,25 @@ class Metric:
     function: Callable[..., MetricValues]
     kinds: tuple[str, ...]
     headline: str
+    chooses: Callable[[Sequence[float], Sequence[str]], int] | None = None
 
 
 _METRICS: NameRegistry[Metric] = NameRegistry("metric")
 
 
-def register_metric(name: str, kinds: Sequence[str] = ("generate",), headline: str | None = None) -> Callable[[F], F]:
+def register_metric(name: str, kinds: Sequence[str] = ("generate",), headline: str | None = None,
+                    chooses: Callable[[Sequence[float], Sequence[str]], int] | None = None) -> Callable[[F], F]:
     """Register a per-sample metric under `name`, for tasks of the given kinds to declare in `metrics:`.
 
     The function's arguments depend on the kind: generate metrics take (prediction, references, row),
     choice metrics (logprobs, options, answer_index); both return MetricValues. `headline` is the
     value a task whose first metric is this one is ranked by (default: the value named `name`).
+    `chooses`, for a choice metric that is 1 exactly when one option it picks is the answer, gives
+    that option's index from (logprobs, options): the budget estimator's option model reads it.
     """
 
     def add(function: F) -> F:
-        _METRICS.add(name, Metric(name, function, tuple(kinds), headline or name), function)
+        _METRICS.add(name, Metric(name, function, tuple(kinds), headline or name, chooses), function)
         return function
 
     return add
@@ -72,17 +76,36 @@ def metric_names(kind: str) -> tuple[str, ...]:
     return tuple(name for name, metric in _METRICS.entries().items() if kind in metric.kinds)
 
 
-@register_metric("acc", kinds=("choice",))
+def most_likely(logprobs: Sequence[float], options: Sequence[str]) -> int:
+    """The option with the highest summed log-likelihood (the first of equals, as numpy's argmax)."""
+    return int(np.argmax(np.asarray(logprobs, dtype=np.float64)))
+
+
+def most_likely_per_character(logprobs: Sequence[float], options: Sequence[str]) -> int:
+    """The option with the highest log-likelihood per character of the option."""
+    lengths = np.asarray([float(len(o)) for o in options])
+    return int(np.argmax(np.asarray(logprobs, dtype=np.float64) / lengths))
+
+
+@register_metric("acc", kinds=("choice",), chooses=most_likely)
 def acc(logprobs: Sequence[float], options: Sequence[str], answer_index: int) -> MetricValues:
     """1 when the option with the highest summed log-likelihood is the answer."""
-    return {"acc": float(int(np.argmax(np.asarray(logprobs, dtype=np.float64))) == answer_index)}
+    return {"acc": float(most_likely(logprobs, options) == answer_index)}
 
 
-@register_metric("acc_norm", kinds=("choice",))
+@register_metric("acc_norm", kinds=("choice",), chooses=most_likely_per_character)
 def acc_norm(logprobs: Sequence[float], options: Sequence[str], answer_index: int) -> MetricValues:
     """1 when the option with the highest log-likelihood per character is the answer."""
-    lengths = np.asarray([float(len(o)) for o in options])
-    return {"acc_norm": float(int(np.argmax(np.asarray(logprobs, dtype=np.float64) / lengths)) == answer_index)}
+    return {"acc_norm": float(most_likely_per_character(logprobs, options) == answer_index)}
+
+
+def choice_rule(value: str) -> Callable[[Sequence[float], Sequence[str]], int] | None:
+    """How the choice metric whose headline value is `value` picks its option, if it says (None for a
+    generation metric or a choice metric that does not pick one option)."""
+    for metric in _METRICS.entries().values():
+        if metric.headline == value and "choice" in metric.kinds:
+            return metric.chooses
+    return None
 
 
 def choice_metrics(logprobs: Sequence[float], options: Sequence[str], answer_index: int) -> dict[str, float]:

@@ -57,5 +57,5 @@ def test_a_full_run_is_its_own_estimate_and_the_draws_are_seeded():
 
 
 def test_an_unknown_estimator_is_refused_naming_the_choices():
-    with pytest.raises(HarnessError, match="unknown budget estimator 'mcmc'; use one of plug-in, bayes"):
+    with pytest.raises(HarnessError, match="unknown budget estimator 'mcmc'; use one of plug-in, bayes, choices"):
         estimate_budget(synthetic(0, templates=4, rows=20), estimator="mcmc")

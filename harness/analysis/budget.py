@@ -51,6 +51,7 @@ from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from harness.analysis.budget_bayes import score_draws as posterior_scores
+from harness.analysis.budget_choices import score_draws as choice_scores
 from harness.analysis.budget_draws import RowIndependent, TemplatePosterior, draw_classes, outcomes
 from harness.analysis.budget_matrix import CellMatrix
 from harness.analysis.irt import Cells, Fit, Priors, fit, fit_with_priors, template_modes
@@ -283,13 +284,13 @@ def _distribution(templates: tuple[str, ...], scores: np.ndarray, point: np.ndar
                         templates[worst], summary[-1])
 
 
-ESTIMATORS = ("plug-in", "bayes")
+ESTIMATORS = ("plug-in", "bayes", "choices")
 """How the template scores and their distribution are estimated: "plug-in" (the default), the
 penalized fit with a row bootstrap (this module's `_Model`); "bayes", posterior draws of the full
-run (`harness.analysis.budget_bayes`), measured beside it in `bench/bench_budget.py --estimator`:
-its quantile intervals cover more often at a tenth of the cells, its errors are mixed (better on
-SmolLM2's RTE and COPA, worse on CB; see bench/RESULTS.md). Tag effects and the naive estimate
-are the plug-in's under both."""
+run (`harness.analysis.budget_bayes`); "choices", posterior draws of a model of the option each
+cell chose (`harness.analysis.budget_choices`), where the matrix holds them (a choice task scored by
+acc or acc_norm), else "bayes"'s. All three are measured side by side in `bench/bench_budget.py
+--estimator` (bench/RESULTS.md). Tag effects and the naive estimate are the plug-in's under all."""
 POSTERIOR_DRAWS = 1000  # kept sweeps of the sampler: a 95% interval's ends rest on 25 draws each
 
 
@@ -308,21 +309,27 @@ def estimate_budget(matrix: CellMatrix, *, covariates: bool = True, seed: int = 
         return _estimate(matrix, covariates, seed, resamples, confidence, estimator)
 
 
+def _chosen(matrix: CellMatrix) -> bool:
+    """Whether the option model applies: every computed cell holds its chosen option and one judgement."""
+    return matrix.choices is not None and bool(np.all(matrix.counts[matrix.computed] == 1))
+
+
 def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, confidence: float,
               estimator: str) -> BudgetEstimate:
     model = _Model(matrix, covariates)
     rng = bootstrap_rng(seed, "budget-draws", matrix.task, matrix.shots)
     fitted, priors = model.fit(rng)
     ones = np.ones(len(matrix.rows))
-    bayes = estimator == "bayes" and not model.complete
+    bayes = estimator != "plug-in" and not model.complete
     if model.complete:
         # Summed as the record sums them, so a full run's estimate is its mean to the last bit.
         scores = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)
     elif bayes:
         # Each template's posterior mean; each statistic of the distribution its posterior median,
         # the estimate with the least expected absolute error if the model holds.
-        score_draws = posterior_scores(matrix, POSTERIOR_DRAWS,
-                                       bootstrap_rng(seed, "budget-bayes", matrix.task, matrix.shots))
+        by_choice = estimator == "choices" and _chosen(matrix)
+        sampler, label = (choice_scores, "budget-choices") if by_choice else (posterior_scores, "budget-bayes")
+        score_draws = sampler(matrix, POSTERIOR_DRAWS, bootstrap_rng(seed, label, matrix.task, matrix.shots))
         scores = score_draws.mean(axis=0)
     else:
         scores = model.scores(fitted)

@@ -44,7 +44,7 @@ import numpy as np
 from polyagamma import random_polyagamma
 from scipy.special import expit
 
-from harness.analysis.budget_draws import draw_classes, pattern_agreement, patterns
+from harness.analysis.budget_draws import draw_classes, draw_kinds, pattern_agreement, patterns
 from harness.analysis.budget_matrix import CellMatrix
 from harness.analysis.irt import Cells
 
@@ -139,24 +139,14 @@ class _Chain:
             self._kinds(rng)
 
     def _kinds(self, rng: np.random.Generator) -> None:
-        """Each template's kind given its effects: the logistic model's likelihood of its cells at
-        them against the prior weight of the patterns its cells agree with; then the share of
-        row-independent templates and the patterns' weights given the kinds (uniform priors)."""
+        """Each template's kind given its effects (`budget_draws.draw_kinds`), by the logistic
+        model's likelihood of its cells at them."""
         d = self.design
         eta = self.mu + self.template_part() - self.beta[d.row]
         log_likelihood = np.bincount(d.template, d.trials * (d.cells.value * eta - np.logaddexp(0.0, eta)),
                                      d.cells.templates)
-        with np.errstate(divide="ignore"):
-            log_weight = np.concatenate(
-                [np.log1p(-self.independent_share) + log_likelihood[:, None],
-                 np.where(self.agree, np.log(self.independent_share) + np.log(self.pattern_weights)[None], -np.inf)],
-                axis=1)
-        weight = np.exp(log_weight - log_weight.max(axis=1, keepdims=True))
-        cumulative = np.cumsum(weight / weight.sum(axis=1, keepdims=True), axis=1)
-        self.kind = np.minimum((cumulative < rng.random((len(weight), 1))).sum(axis=1), len(self.patterns))
-        independent = self.kind > 0
-        self.independent_share = rng.beta(1 + independent.sum(), 1 + (~independent).sum())
-        self.pattern_weights = rng.dirichlet(1 + np.bincount(self.kind[independent] - 1, minlength=len(self.patterns)))
+        self.kind, self.independent_share, self.pattern_weights = draw_kinds(
+            log_likelihood, self.agree, self.independent_share, self.pattern_weights, rng)
 
     def values(self, row_class: np.ndarray, binary: bool, rng: np.random.Generator) -> np.ndarray:
         """(templates x rows): every cell's drawn value, for rows of these classes: a row-independent

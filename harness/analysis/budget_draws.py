@@ -185,6 +185,23 @@ def _posterior(share_prior: float, weights: np.ndarray, agree: np.ndarray,
     return odds / (1 + odds), which
 
 
+def draw_kinds(log_likelihood: np.ndarray, agree: np.ndarray, share: float, weights: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, float, np.ndarray]:
+    """A sampler's step for the templates' kinds: each template's kind (0 the model, 1 + p pattern p)
+    given the model's log-likelihood of its cells at the current effects and the prior share and
+    weights of the patterns its cells agree with; then the share of row-independent templates and
+    the patterns' weights given the kinds (uniform priors). Returns (kinds, share, weights)."""
+    with np.errstate(divide="ignore"):
+        log_weight = np.concatenate([np.log1p(-share) + log_likelihood[:, None],
+                                     np.where(agree, np.log(share) + np.log(weights)[None], -np.inf)], axis=1)
+    weight = np.exp(log_weight - log_weight.max(axis=1, keepdims=True))
+    cumulative = np.cumsum(weight / weight.sum(axis=1, keepdims=True), axis=1)
+    kind = np.minimum((cumulative < rng.random((len(weight), 1))).sum(axis=1), agree.shape[1])
+    independent = kind > 0
+    share = rng.beta(1 + independent.sum(), 1 + (~independent).sum())
+    return kind, share, rng.dirichlet(1 + np.bincount(kind[independent] - 1, minlength=agree.shape[1]))
+
+
 def draw_classes(row_class: np.ndarray, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Each row's class, drawn from the classes' shares where unknown: one draw for every template
     (a row's gold option does not depend on the wording), so the templates that always answer one

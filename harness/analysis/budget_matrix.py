@@ -13,7 +13,9 @@ so a template's mean over the computed cells of a full run is exactly the record
 
 A row of a choice task also has a class, its gold option (`Sample.answer_index`), which does not
 depend on the template: known from any computed sample of the row, it lets the estimator tell a
-template that always answers one option from one that reads the rows.
+template that always answers one option from one that reads the rows. Where the metric picks one
+option (acc, acc_norm: `harness.metrics.choice_rule`) and every row has as many options, a cell
+also holds the option it chose, which the option model (`harness.analysis.budget_choices`) reads.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from harness.analysis.irt import Cells
 from harness.analysis.scores import Samples, check_samples, task_metrics, value_sum_count
 from harness.errors import HarnessError
 from harness.eval.record import RunRecord, Sample
+from harness.metrics import choice_rule
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class CellMatrix:
     computed cells (templates x rows, zero elsewhere), `computed` which cells a sample exists for,
     each template's tags (the record's `template_tags`), and each row's gold option index
     (`row_classes`; -1 where no computed sample of the row says, as for every row of a generation
-    task; None is read as all -1)."""
+    task; None is read as all -1). `choices`, where the metric picks one of `options` options on
+    every row, is the option each computed cell chose (-1 elsewhere); None otherwise."""
 
     task: str
     shots: int
@@ -49,6 +53,8 @@ class CellMatrix:
     counts: np.ndarray
     computed: np.ndarray
     row_classes: np.ndarray | None = None
+    choices: np.ndarray | None = None
+    options: int = 0
 
     def __post_init__(self) -> None:
         if self.row_classes is None:
@@ -56,6 +62,10 @@ class CellMatrix:
         if np.shape(self.row_classes) != (len(self.rows),):
             raise HarnessError(f"task {self.task!r} ({self.shots}-shot) has {np.size(self.row_classes)} row classes "
                                f"for {len(self.rows)} rows; give one class (or -1) per row")
+        if self.choices is not None and (np.shape(self.choices) != self.computed.shape or self.options < 2):
+            raise HarnessError(f"task {self.task!r} ({self.shots}-shot) has choices of shape {np.shape(self.choices)} "
+                               f"over {self.options} options for {self.computed.shape} cells; give one choice a "
+                               "cell and at least two options")
 
     def cells(self) -> Cells:
         """The computed cells that hold a judgement, as the model fits them, with the classes
@@ -96,8 +106,10 @@ class CellMatrix:
                                "was not computed in this run; subset a full run")
         # A row's class is known only through a computed sample of it.
         classes = np.where(keep.any(axis=0), self.row_classes, -1)
+        choices = None if self.choices is None else np.where(keep, self.choices, -1)
         return CellMatrix(self.task, self.shots, self.metric, self.templates, self.rows, self.tags,
-                          np.where(keep, self.sums, 0.0), np.where(keep, self.counts, 0.0), keep, classes)
+                          np.where(keep, self.sums, 0.0), np.where(keep, self.counts, 0.0), keep, classes,
+                          choices, self.options)
 
 
 def cell_matrix(task: str, shots: int, metric: str, samples: Sequence[Sample], templates: Sequence[str],
@@ -111,6 +123,9 @@ def cell_matrix(task: str, shots: int, metric: str, samples: Sequence[Sample], t
     counts = np.zeros_like(sums)
     computed = np.zeros(sums.shape, dtype=bool)
     classes = np.full(len(rows), -1, dtype=np.int64)
+    rule = choice_rule(metric)
+    choices = np.full(sums.shape, -1, dtype=np.int64)
+    option_counts = set()
     for sample in samples:
         if sample.template not in template_index or sample.row_id not in row_index:
             raise HarnessError(f"sample {sample.key!r} is outside the templates and rows of task {task!r}; "
@@ -128,8 +143,14 @@ def cell_matrix(task: str, shots: int, metric: str, samples: Sequence[Sample], t
             classes[r] = sample.answer_index
         total, count = value_sum_count(sample.metrics[metric])
         sums[t, r], counts[t, r], computed[t, r] = total, count, True
+        if rule is not None and sample.logprobs is not None and sample.options is not None:
+            choices[t, r] = rule(sample.logprobs, sample.options)
+            option_counts.add(len(sample.options))
+    # The option model needs every computed cell's choice, each row with as many options.
+    chosen = len(option_counts) == 1 and bool(np.all(choices[computed] >= 0))
     return CellMatrix(task, shots, metric, tuple(templates), tuple(rows),
-                      tuple(tags.get(t, {}) for t in templates), sums, counts, computed, classes)
+                      tuple(tags.get(t, {}) for t in templates), sums, counts, computed, classes,
+                      choices if chosen else None, option_counts.pop() if chosen else 0)
 
 
 def run_matrices(record: RunRecord, samples: Samples,

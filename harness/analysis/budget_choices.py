@@ -1,0 +1,226 @@
+"""Posterior draws of a budgeted choice task's full-run template scores from the option each
+computed cell chose, not only whether it was right: `harness.analysis.budget`'s
+`estimator="choices"`.
+
+Why the option: on a task of three or more options a wrong cell also says which wrong option the
+wording led to, and what mostly decides a small model's score on such a task is which option a
+wording leans to. SmolLM2-135M's CB formats that answer "maybe" on most rows score 9 to 21% (5 of
+the 56 rows are "neutral"); one measured on 6 cells that answered "maybe" on four rows of the other
+classes and got its one neutral row right is, to a model of right and wrong, a format that reads the
+rows at 17% and was lucky on five of them, and both estimators of the logistic model put such
+formats near 40% (bench/RESULTS.md). The options it chose say it leans to "maybe" on every cell.
+On a two-option task the chosen option and the gold one say no more than right or wrong, and the
+model below is the logistic one of `harness.analysis.budget_bayes` (its class effects written as
+option biases), so this adds nothing there but the template families.
+
+The model: row r's gold option g_r, and template t chooses option k with probability
+
+    softmax_k( [B (a + b_t + c_r)]_k + [k = g_r] (mu + theta_t) ),
+
+B the sum-to-zero contrast basis (`harness.analysis.irt.contrasts`), so a, b_t and c_r are biases
+toward the options: the model's own (a), the wording's (b_t), the row's (c_r: an option a row pulls
+every wording toward; its pull toward the gold one is the row's ease); mu + theta_t is how much the
+wording reads the row. A generated variant keeps most of its source's behaviour (six of CB's
+variants of one wording answer "maybe" on all 56 rows), so templates come in families, a
+hand-written template and its variants (`tags.extra.format.source`), and a template's theta_t and
+b_t are Gaussian around its family's, the family's around zero. The spreads have the inverse-gamma
+prior of `budget_bayes`, InvGamma(2, 0.1) on each variance. As there, a template may instead be
+row-independent (always option k, or always right) where its computed choices agree, its kind
+sampled with the rest.
+
+Sampling is Metropolis-within-Gibbs: a random-walk step of every template's (theta_t, b_t) block at
+once (the blocks are independent given the rows), then of every row's c_r, then of (mu, a); the
+family means and the spreads are conjugate draws, the kinds as in `budget_bayes`. Each block's step
+size is tuned toward an acceptance of 0.3 during the burn-in and then fixed. A kept sweep completes
+the matrix: every uncomputed cell's choice is drawn at that sweep's probabilities and scored against
+the row's gold option (drawn from the options' shares, once for every template, for a row no
+computed cell names). Computed cells keep their observed values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.special import log_softmax
+
+from harness.analysis.budget_draws import draw_kinds
+from harness.analysis.budget_matrix import CellMatrix
+from harness.analysis.irt import contrasts
+
+# Sweeps discarded, step sizes tuned meanwhile: from 1,000 to 4,000 the CB error at a tenth fell from 5.1 to 4.2.
+BURN_IN = 2000
+_SPREAD_SHAPE, _SPREAD_SCALE = 2.0, 0.1  # as budget_bayes: the inverse-gamma prior of each variance
+_GLOBAL_SD = 10.0  # logits: mu's and a's prior, flat over any score
+_TARGET_ACCEPTANCE, _ADAPT_RATE = 0.3, 0.05
+
+
+def families(templates: Sequence[str], tags: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Each template's family index: a generated variant's source template (`tags.extra.format.source`),
+    else the template itself."""
+    names = []
+    for template, tag in zip(templates, tags, strict=True):
+        extra = tag.get("extra") if isinstance(tag.get("extra"), Mapping) else {}
+        layout = extra.get("format") if isinstance(extra.get("format"), Mapping) else {}
+        names.append(str(layout.get("source", template)))
+    return np.unique(names, return_inverse=True)[1]
+
+
+def _inverse_gamma(rng: np.random.Generator, values: np.ndarray) -> float:
+    flat = values.ravel()
+    return 1.0 / rng.gamma(_SPREAD_SHAPE + flat.size / 2, 1.0 / (_SPREAD_SCALE + 0.5 * float(flat @ flat)))
+
+
+class _Chain:
+    """The sampler's state and one sweep of it, over the computed cells' (template, row, choice)."""
+
+    def __init__(self, matrix: CellMatrix, options: int) -> None:
+        self.template, self.row = np.nonzero(matrix.computed)
+        self.choice = matrix.choices[self.template, self.row]
+        self.gold = matrix.row_classes[self.row]
+        self.templates, self.rows, self.options = len(matrix.templates), len(matrix.rows), options
+        self.basis = contrasts(options)
+        self.family = families(matrix.templates, matrix.tags)
+        self.family_size = np.bincount(self.family)
+        width = options - 1
+        self.theta, self.bias = np.zeros(self.templates), np.zeros((self.templates, width))
+        self.family_theta, self.family_bias = np.zeros(len(self.family_size)), np.zeros((len(self.family_size), width))
+        self.pull, self.mu, self.lean = np.zeros((self.rows, width)), 0.0, np.zeros(width)
+        # theta's, b's, their families', c's variances
+        self.variance = {"theta": 0.25, "bias": 1.0, "family_theta": 0.25, "family_bias": 1.0, "pull": 1.0}
+        self.step = {"template": np.full(self.templates, 0.5), "row": np.full(self.rows, 0.5), "global": 0.2}
+        # Each template's kind: 0 the model, 1 + k always option k, 1 + options always right.
+        agree = np.zeros((self.templates, options + 1), dtype=bool)
+        seen = np.bincount(self.template, minlength=self.templates) > 0
+        for k in range(options):
+            agree[:, k] = seen & (np.bincount(self.template, self.choice != k, self.templates) == 0)
+        agree[:, options] = seen & (np.bincount(self.template, self.choice != self.gold, self.templates) == 0)
+        self.agree = agree
+        self.kind = np.zeros(self.templates, dtype=np.int64)
+        self.independent_share, self.pattern_weights = 0.5, np.full(options + 1, 1.0 / (options + 1))
+        self.cell_log_likelihood = self._cell_log_likelihood(self.theta, self.bias, self.pull, self.mu, self.lean)
+
+    def _cell_log_likelihood(self, theta: np.ndarray, bias: np.ndarray, pull: np.ndarray, mu: float,
+                             lean: np.ndarray) -> np.ndarray:
+        cells = np.arange(len(self.choice))
+        logits = (bias[self.template] + pull[self.row] + lean) @ self.basis.T
+        logits[cells, self.gold] += mu + theta[self.template]
+        return log_softmax(logits, axis=1)[cells, self.choice]
+
+    def sweep(self, rng: np.random.Generator, adapt: bool) -> None:
+        reads = self.kind[self.template] == 0
+        self._templates(rng, reads, adapt)
+        self._rows(rng, reads, adapt)
+        self._global(rng, reads, adapt)
+        self._families_and_spreads(rng)
+        if self.agree.any():
+            self._kinds(rng)
+
+    def _accept(self, log_ratio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.log(rng.random(log_ratio.shape)) < log_ratio
+
+    def _templates(self, rng: np.random.Generator, reads: np.ndarray, adapt: bool) -> None:
+        step = self.step["template"]
+        theta = self.theta + step * rng.standard_normal(self.templates)
+        bias = self.bias + step[:, None] * rng.standard_normal(self.bias.shape)
+        proposed = self._cell_log_likelihood(theta, bias, self.pull, self.mu, self.lean)
+        centre_theta, centre_bias = self.family_theta[self.family], self.family_bias[self.family]
+        prior_change = (((theta - centre_theta) ** 2 - (self.theta - centre_theta) ** 2) / self.variance["theta"]
+                        + (np.sum((bias - centre_bias) ** 2, axis=1) - np.sum((self.bias - centre_bias) ** 2, axis=1))
+                        / self.variance["bias"])
+        log_ratio = (np.bincount(self.template, (proposed - self.cell_log_likelihood) * reads, self.templates)
+                     - 0.5 * prior_change)
+        accepted = self._accept(log_ratio, rng)
+        self.theta = np.where(accepted, theta, self.theta)
+        self.bias = np.where(accepted[:, None], bias, self.bias)
+        self.cell_log_likelihood = np.where(accepted[self.template], proposed, self.cell_log_likelihood)
+        if adapt:
+            self.step["template"] = step * np.exp(_ADAPT_RATE * (accepted - _TARGET_ACCEPTANCE))
+
+    def _rows(self, rng: np.random.Generator, reads: np.ndarray, adapt: bool) -> None:
+        step = self.step["row"]
+        pull = self.pull + step[:, None] * rng.standard_normal(self.pull.shape)
+        proposed = self._cell_log_likelihood(self.theta, self.bias, pull, self.mu, self.lean)
+        log_ratio = (np.bincount(self.row, (proposed - self.cell_log_likelihood) * reads, self.rows)
+                     - 0.5 * (np.sum(pull ** 2, axis=1) - np.sum(self.pull ** 2, axis=1)) / self.variance["pull"])
+        accepted = self._accept(log_ratio, rng)
+        self.pull = np.where(accepted[:, None], pull, self.pull)
+        self.cell_log_likelihood = np.where(accepted[self.row], proposed, self.cell_log_likelihood)
+        if adapt:
+            self.step["row"] = step * np.exp(_ADAPT_RATE * (accepted - _TARGET_ACCEPTANCE))
+
+    def _global(self, rng: np.random.Generator, reads: np.ndarray, adapt: bool) -> None:
+        step = self.step["global"]
+        mu = self.mu + step * rng.standard_normal()
+        lean = self.lean + step * rng.standard_normal(len(self.lean))
+        proposed = self._cell_log_likelihood(self.theta, self.bias, self.pull, mu, lean)
+        log_ratio = (np.sum((proposed - self.cell_log_likelihood) * reads)
+                     - 0.5 * (mu ** 2 - self.mu ** 2 + lean @ lean - self.lean @ self.lean) / _GLOBAL_SD ** 2)
+        accepted = bool(self._accept(np.array(log_ratio), rng))
+        if accepted:
+            self.mu, self.lean, self.cell_log_likelihood = mu, lean, proposed
+        if adapt:
+            self.step["global"] = step * np.exp(_ADAPT_RATE * (accepted - _TARGET_ACCEPTANCE))
+
+    def _families_and_spreads(self, rng: np.random.Generator) -> None:
+        """The family means given their templates' effects (Gaussian), then every spread (inverse
+        gamma), each from the templates that read the rows."""
+        reads = (self.kind == 0) * 1.0
+        count = np.bincount(self.family, reads, len(self.family_size))
+        precision = count / self.variance["theta"] + 1.0 / self.variance["family_theta"]
+        total = np.bincount(self.family, self.theta * reads, len(self.family_size))
+        noise = rng.standard_normal(len(precision))
+        self.family_theta = total / self.variance["theta"] / precision + noise / np.sqrt(precision)
+        precision = count / self.variance["bias"] + 1.0 / self.variance["family_bias"]
+        total = np.stack([np.bincount(self.family, column * reads, len(self.family_size)) for column in self.bias.T],
+                         axis=1)
+        self.family_bias = (total / self.variance["bias"] / precision[:, None]
+                            + rng.standard_normal(self.family_bias.shape) / np.sqrt(precision)[:, None])
+        model = self.kind == 0
+        self.variance["theta"] = _inverse_gamma(rng, (self.theta - self.family_theta[self.family])[model])
+        self.variance["bias"] = _inverse_gamma(rng, (self.bias - self.family_bias[self.family])[model])
+        self.variance["family_theta"] = _inverse_gamma(rng, self.family_theta)
+        self.variance["family_bias"] = _inverse_gamma(rng, self.family_bias)
+        self.variance["pull"] = _inverse_gamma(rng, self.pull)
+
+    def _kinds(self, rng: np.random.Generator) -> None:
+        """Each template's kind given its effects (`budget_draws.draw_kinds`), by the model's
+        likelihood of its cells' choices at them."""
+        log_likelihood = np.bincount(self.template, self.cell_log_likelihood, self.templates)
+        self.kind, self.independent_share, self.pattern_weights = draw_kinds(
+            log_likelihood, self.agree, self.independent_share, self.pattern_weights, rng)
+
+    def right(self, gold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(templates x rows): every cell's drawn judgement, 1 where its drawn choice is the gold
+        option of these rows."""
+        logits = (self.bias[:, None, :] + self.pull[None] + self.lean) @ self.basis.T
+        logits[:, np.arange(self.rows), gold] += (self.mu + self.theta)[:, None]
+        cumulative = np.cumsum(np.exp(log_softmax(logits, axis=2)), axis=2)
+        choice = np.minimum((cumulative < rng.random((self.templates, self.rows, 1))).sum(axis=2), self.options - 1)
+        kind = self.kind[:, None]
+        choice = np.where((kind > 0) & (kind <= self.options), kind - 1, choice)
+        return ((choice == gold[None]) | (kind == self.options + 1)) * 1.0
+
+
+def score_draws(matrix: CellMatrix, draws: int, rng: np.random.Generator, burn_in: int = BURN_IN) -> np.ndarray:
+    """(draws x templates): posterior draws of each template's full-run score, its mean over every
+    row with the computed cells as observed (see the module docstring). The matrix must hold the
+    computed cells' choices (`CellMatrix.choices`) and one judgement a cell."""
+    options = matrix.options
+    chain = _Chain(matrix, options)
+    gold = matrix.row_classes
+    unknown = gold < 0
+    shares = np.bincount(gold[~unknown], minlength=options) / max(int((~unknown).sum()), 1)
+    values = np.where(matrix.computed, matrix.sums, 0.0)
+    out = np.empty((draws, len(matrix.templates)))
+    for sweep in range(burn_in + draws):
+        chain.sweep(rng, adapt=sweep < burn_in)
+        if sweep < burn_in:
+            continue
+        drawn_gold = gold.copy()
+        if unknown.any():
+            drawn_gold[unknown] = np.minimum(np.searchsorted(np.cumsum(shares), rng.random(int(unknown.sum()))),
+                                             options - 1)
+        out[sweep - burn_in] = np.where(matrix.computed, values, chain.right(drawn_gold, rng)).mean(axis=1)
+    return out
