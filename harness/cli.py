@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.text import Text
 
+from harness.analysis.estimators import ESTIMATORS
 from harness.errors import HarnessError
 
 # Piped output (CI logs, files) gets wide tables rather than rich's 80-column default, so task and
@@ -41,6 +42,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+_ESTIMATOR_FLAG = {
+    "choices": ESTIMATORS, "default": "plug-in",
+    "help": "how a budgeted run's uncomputed cells are estimated: plug-in (the default: a penalized logistic fit "
+            "and a row bootstrap), bayes (posterior draws of the same model) or choices (posterior draws of a "
+            "model of the option each cell chose, for choice tasks; its intervals held the full-run quantiles "
+            "at least 90%% of the time on every benchmark run; see bench/RESULTS.md)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "number of cells per task and shot count, chosen by a seeded design balanced over templates "
                           "and rows; the rest is estimated (each template's score, quantiles over templates). The "
                           "same command with a larger budget, or none, computes only the missing cells")
+    run.add_argument("--estimator", **_ESTIMATOR_FLAG)
     run.add_argument("--out", type=Path, default=Path("results"), help="parent folder of run directories")
     run.add_argument("--run-id", help="run directory name (default: model name + a hash of the run spec)")
     run.add_argument("--overwrite", action="store_true", help="replace a complete run with the same id")
@@ -195,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a cluster sweep folder (or its sweep.json) to draw held-out score against clusters")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     report.add_argument("--title", help="the page title (default: Evaluation report)")
+    report.add_argument("--estimator", **_ESTIMATOR_FLAG)
 
     templates = commands.add_parser("templates", help="import template files from other formats, or generate "
                                     "format variants of a task's templates")

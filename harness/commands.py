@@ -114,7 +114,7 @@ def _run_models(args: argparse.Namespace, console: Console, group: Group | None)
             directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
                                     overwrite=args.overwrite, progress=progress.evaluation,
                                     seen=args.seen, reuse_complete=True, group=group, budget=budget)
-        print_run(directory, record, config.seed, console)
+        print_run(directory, record, config.seed, console, args.estimator)
         records.append(record)
         directories.append(directory)
     console.print(cluster_table(records))
@@ -168,7 +168,7 @@ def report_command(args: argparse.Namespace, console: Console) -> None:
     runs = load_runs(args.runs)
     sweep = load_sweep(args.sweep) if args.sweep else None
     with status(console, "computing intervals and drawing plots"):
-        report = build_report(runs, sweep, seed=args.seed, title=args.title)
+        report = build_report(runs, sweep, seed=args.seed, title=args.title, estimator=args.estimator)
     grids = {grid.id: grid for grid in report.tables}
     console.print(text_table("runs", grids["table-runs"].columns, grids["table-runs"].rows, grids["table-runs"].right))
     for label, rows in report.data["cluster_scores"].items():

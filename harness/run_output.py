@@ -21,7 +21,7 @@ from harness.eval.record import RunRecord, Sample
 from harness.report.terminal import budget_table, group_table, score_table, sensitivity_table
 
 
-def print_run(directory: Path, record: RunRecord, seed: int, console: Console) -> None:
+def print_run(directory: Path, record: RunRecord, seed: int, console: Console, estimator: str = "plug-in") -> None:
     """Every table of one model's run, then where its record is. The samples are read (and checked)
     once, and only for the tables that need them."""
     from harness.eval.store import load_run
@@ -29,7 +29,7 @@ def print_run(directory: Path, record: RunRecord, seed: int, console: Console) -
     samples = load_run(directory)[1] if record.budget is not None or record.labelled else []
     console.print(score_table(record))
     if record.budget is not None:
-        _print_budget(record, samples, seed, console)
+        _print_budget(record, samples, seed, console, estimator)
     else:
         sensitivity = [row for row in template_sensitivity(record) if row["templates"] > 1]
         if sensitivity:
@@ -40,13 +40,14 @@ def print_run(directory: Path, record: RunRecord, seed: int, console: Console) -
     console.print(f"run record: [bold]{escape(str(directory))}[/]")
 
 
-def _print_budget(record: RunRecord, samples: list[Sample], seed: int, console: Console) -> None:
-    """The estimated spread over templates of each (task, shots) with two templates or more."""
+def _print_budget(record: RunRecord, samples: list[Sample], seed: int, console: Console, estimator: str) -> None:
+    """The estimated spread over templates of each (task, shots) with two templates or more, by `estimator`
+    (`harness.analysis.budget.ESTIMATORS`)."""
     from harness.analysis.budget import estimate_budget
     from harness.analysis.budget_matrix import run_matrices
 
-    estimates = [estimate_budget(matrix, seed=seed) for matrix in run_matrices(record, samples).values()
-                 if len(matrix.templates) > 1]
+    estimates = [estimate_budget(matrix, seed=seed, estimator=estimator)
+                 for matrix in run_matrices(record, samples).values() if len(matrix.templates) > 1]
     computed = sum(cells.computed for cells in record.budget.cells)
     total = sum(cells.cells for cells in record.budget.cells)
     console.print(f"budget {record.budget.requested}: {computed} of {total} cells computed; the scores above are "

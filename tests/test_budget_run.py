@@ -212,3 +212,24 @@ def test_compare_and_report_take_a_budgeted_run_and_say_so(plain_backend, full_r
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert f"{record.counts['samples']} of {4 * TEMPLATES * ROWS} (--budget 0.25)" in markdown
     assert f"estimated from {record.budget.cells[0].computed} of {TEMPLATES * ROWS} cells" in markdown
+
+
+def test_the_estimator_flag_reaches_the_printed_estimates_and_the_report(plain_backend, tmp_path, capsys,
+                                                                        monkeypatch, one_torch_thread):
+    import harness.analysis.budget as budget
+
+    directory, _ = run(RunConfig(tasks="parity", limit=12, seed=7), plain_backend, Registry(), tmp_path / "runs",
+                       run_id="budgeted", budget=Budget.parse("0.5"))
+    used, estimate = [], budget.estimate_budget
+    monkeypatch.setattr(budget, "estimate_budget", lambda *a, **k: used.append(k["estimator"]) or estimate(*a, **k))
+    command = ["run", "--backend", "scripted", "--model", "x", "--tasks", "parity", "--limit", "12", "--budget", "0.5",
+               "--out", str(tmp_path / "scripted"), "--estimator", "choices"]
+    assert main(command) == 0
+    assert used == ["choices"] and "cells computed" in capsys.readouterr().out
+    assert main(["report", str(directory), "--out", str(tmp_path / "report"), "--estimator", "bayes"]) == 0
+    assert used[1:] == ["bayes"]
+    with pytest.raises(SystemExit) as refused:  # argparse's refusal of a value outside the choices
+        main(command[:-1] + ["mcmc"])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert "invalid choice: 'mcmc'" in error and "plug-in" in error

@@ -54,6 +54,7 @@ from harness.analysis.budget_bayes import score_draws as posterior_scores
 from harness.analysis.budget_choices import score_draws as choice_scores
 from harness.analysis.budget_draws import RowIndependent, TemplatePosterior, draw_classes, outcomes
 from harness.analysis.budget_matrix import CellMatrix
+from harness.analysis.estimators import ESTIMATORS
 from harness.analysis.irt import Cells, Fit, Priors, fit, fit_with_priors, template_modes
 from harness.analysis.scores import bootstrap_rng, check_bootstrap, clean, percentile_interval, row_weights
 from harness.analysis.template_features import TagColumn, tag_design
@@ -284,13 +285,6 @@ def _distribution(templates: tuple[str, ...], scores: np.ndarray, point: np.ndar
                         templates[worst], summary[-1])
 
 
-ESTIMATORS = ("plug-in", "bayes", "choices")
-"""How the template scores and their distribution are estimated: "plug-in" (the default), the
-penalized fit with a row bootstrap (this module's `_Model`); "bayes", posterior draws of the full
-run (`harness.analysis.budget_bayes`); "choices", posterior draws of a model of the option each
-cell chose (`harness.analysis.budget_choices`), where the matrix holds them (a choice task scored by
-acc or acc_norm), else "bayes"'s. All three are measured side by side in `bench/bench_budget.py
---estimator` (bench/RESULTS.md). Tag effects and the naive estimate are the plug-in's under all."""
 POSTERIOR_DRAWS = 1000  # kept sweeps of the sampler: a 95% interval's ends rest on 25 draws each
 
 
@@ -321,19 +315,24 @@ def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, c
     fitted, priors = model.fit(rng)
     ones = np.ones(len(matrix.rows))
     bayes = estimator != "plug-in" and not model.complete
+    by_choice = bayes and estimator == "choices" and _chosen(matrix)
     if model.complete:
         # Summed as the record sums them, so a full run's estimate is its mean to the last bit.
         scores = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)
     elif bayes:
-        # Each template's posterior mean; each statistic of the distribution its posterior median,
-        # the estimate with the least expected absolute error if the model holds.
-        by_choice = estimator == "choices" and _chosen(matrix)
+        # Each template's posterior mean; under the logistic sampler each statistic of the
+        # distribution its posterior median, the estimate with the least expected absolute error if
+        # the model holds.
         sampler, label = (choice_scores, "budget-choices") if by_choice else (posterior_scores, "budget-bayes")
         score_draws = sampler(matrix, POSTERIOR_DRAWS, bootstrap_rng(seed, label, matrix.task, matrix.shots))
         scores = score_draws.mean(axis=0)
     else:
         scores = model.scores(fitted)
-    summary = np.median(score_summary(score_draws), axis=0) if bayes else score_summary(scores)
+    # The option model's distribution is that of its template scores, as the plug-in's: the posterior
+    # median of each statistic put its tail quantiles 1 to 3 points further out on SmolLM2's COPA and
+    # RTE formats at a tenth and a quarter of the cells (bench/RESULTS.md, "The option model").
+    by_draws = bayes and not by_choice
+    summary = np.median(score_summary(score_draws), axis=0) if by_draws else score_summary(scores)
     naive, effects = model.naive(ones), model.effects(fitted, ones)
     draws = np.concatenate(list(row_weights(bootstrap_rng(seed, "budget", matrix.task, matrix.shots),
                                             len(matrix.rows), resamples)))

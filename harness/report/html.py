@@ -92,7 +92,7 @@ def _labels(runs: list[LoadedRun]) -> list[str]:
 
 def build_report(
     runs: list[LoadedRun], sweep: dict[str, Any] | None, *,
-    seed: int = 0, title: str | None = None,
+    seed: int = 0, title: str | None = None, estimator: str = "plug-in",
 ) -> Report:
     """Compute every table and plot for `runs` (directory, record, samples), the first being the baseline.
 
@@ -164,7 +164,7 @@ def build_report(
         "Held-out score after tuning on more and more clusters (0: the base model); band: the interval "
         "of each point.", None if sweep is not None else "no --sweep given: no sweep curve",
         lambda: sweep_figure(sweep))
-    spread, spread_omitted = spreads(pairs, labels, seed=seed)
+    spread, spread_omitted = spreads(pairs, labels, seed=seed, estimator=estimator)
     omitted += spread_omitted
     add(SPREAD_PLOT, "Scores over formats", spread_caption(spread, labels), spread_omission(spread),
         lambda: spread_figure(spread, labels, colours), formats)

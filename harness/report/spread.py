@@ -68,7 +68,7 @@ def _hand_written(tags: Mapping[str, Any]) -> bool:
 
 
 def spreads(pairs: list[tuple[RunRecord, list[Sample]]], labels: list[str], *,
-            seed: int = 0) -> tuple[list[Spread], list[tuple[str, str]]]:
+            seed: int = 0, estimator: str = "plug-in") -> tuple[list[Spread], list[tuple[str, str]]]:
     """Every run's estimate per (task, shots) with at least `MIN_TEMPLATES` templates, and what was
     left out and why (one entry per run, naming its tasks, so a suite of two-template tasks does not
     fill the page with notes)."""
@@ -86,7 +86,8 @@ def spreads(pairs: list[tuple[RunRecord, list[Sample]]], labels: list[str], *,
                 few.append(f"{task} ({shots}-shot, {len(matrix.templates)})")
                 continue
             try:
-                estimate = estimate_budget(matrix, seed=seed, resamples=RESAMPLES, confidence=CONFIDENCE)
+                estimate = estimate_budget(matrix, seed=seed, resamples=RESAMPLES, confidence=CONFIDENCE,
+                                           estimator=estimator)
             except HarnessError as exc:
                 omitted.append((f"{PLOT_ID} ({label}, {task}, {shots}-shot)", str(exc)))
                 continue
