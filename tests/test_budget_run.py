@@ -217,11 +217,14 @@ def test_compare_and_report_take_a_budgeted_run_and_say_so(plain_backend, full_r
 def test_the_estimator_flag_reaches_the_printed_estimates_and_the_report(plain_backend, tmp_path, capsys,
                                                                         monkeypatch, one_torch_thread):
     import harness.analysis.budget as budget
+    import harness.report.spread as spread
 
     directory, _ = run(RunConfig(tasks="parity", limit=12, seed=7), plain_backend, Registry(), tmp_path / "runs",
                        run_id="budgeted", budget=Budget.parse("0.5"))
     used, estimate = [], budget.estimate_budget
-    monkeypatch.setattr(budget, "estimate_budget", lambda *a, **k: used.append(k["estimator"]) or estimate(*a, **k))
+    for module in (budget, spread):  # the run's printout imports it when it prints; the report at its import
+        monkeypatch.setattr(module, "estimate_budget",
+                            lambda *a, **k: used.append(k["estimator"]) or estimate(*a, **k))
     command = ["run", "--backend", "scripted", "--model", "x", "--tasks", "parity", "--limit", "12", "--budget", "0.5",
                "--out", str(tmp_path / "scripted"), "--estimator", "choices"]
     assert main(command) == 0
