@@ -91,6 +91,10 @@ def test_a_full_run_is_its_own_estimate_the_draws_are_seeded_and_without_choices
     assert plain.choices is None
     assert (estimate_budget(plain, seed=2, resamples=10, estimator="choices")
             == estimate_budget(plain, seed=2, resamples=10, estimator="bayes"))
+    # So is one whose samples name no gold option: the option model has nothing to score a choice by.
+    blind = replace(part, row_classes=None)
+    assert (estimate_budget(blind, seed=2, resamples=10, estimator="choices")
+            == estimate_budget(blind, seed=2, resamples=10, estimator="bayes"))
 
 
 def choice_sample(template: str, row: str, logprobs: list[float], options: list[str], gold: int) -> Sample:

@@ -304,8 +304,12 @@ def estimate_budget(matrix: CellMatrix, *, covariates: bool = True, seed: int = 
 
 
 def _chosen(matrix: CellMatrix) -> bool:
-    """Whether the option model applies: every computed cell holds its chosen option and one judgement."""
-    return matrix.choices is not None and bool(np.all(matrix.counts[matrix.computed] == 1))
+    """Whether the option model applies: every computed cell holds its chosen option and one judgement,
+    and its row's gold option is known."""
+    if matrix.choices is None:
+        return False
+    _, rows = np.nonzero(matrix.computed)
+    return bool(np.all(matrix.counts[matrix.computed] == 1) and np.all(matrix.row_classes[rows] >= 0))
 
 
 def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, confidence: float,
