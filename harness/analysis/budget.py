@@ -333,8 +333,9 @@ def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, c
     else:
         scores = model.scores(fitted)
     # The option model's distribution is that of its template scores, as the plug-in's: the posterior
-    # median of each statistic put its tail quantiles 1 to 3 points further out on SmolLM2's COPA and
-    # RTE formats at a tenth and a quarter of the cells (bench/RESULTS.md, "The option model").
+    # median of each statistic put the tail quantiles further out on SmolLM2's formats (COPA's q95 at
+    # a tenth of the cells 4.6 points off against 1.2, RTE's 2.6 against 2.3; bench/RESULTS.md,
+    # "The option model").
     by_draws = bayes and not by_choice
     summary = np.median(score_summary(score_draws), axis=0) if by_draws else score_summary(scores)
     naive, effects = model.naive(ones), model.effects(fitted, ones)

@@ -44,12 +44,11 @@ import numpy as np
 from polyagamma import random_polyagamma
 from scipy.special import expit
 
-from harness.analysis.budget_draws import draw_classes, draw_kinds, pattern_agreement, patterns
+from harness.analysis.budget_draws import draw_classes, draw_kinds, draw_variance, pattern_agreement, patterns
 from harness.analysis.budget_matrix import CellMatrix
 from harness.analysis.irt import Cells
 
 BURN_IN = 500  # sweeps discarded: from zero effects the chain settles within ~100 on the benchmark's runs
-_SPREAD_SHAPE, _SPREAD_SCALE = 2.0, 0.1  # the inverse-gamma prior of each variance (see the module docstring)
 _MU_SD = 10.0  # logits: the intercept's prior, flat over any score
 
 
@@ -71,11 +70,6 @@ class _Design:
         known, _ = cells.class_index()
         self.block[known, 1:] = self.contrast[cells.row_class[cells.row[known]]]
         self.outer = self.block[:, :, None] * self.block[:, None, :]
-
-
-def _inverse_gamma(rng: np.random.Generator, values: np.ndarray) -> float:
-    """A draw of a variance from its conditional given the effects it spreads."""
-    return 1.0 / rng.gamma(_SPREAD_SHAPE + values.size / 2, 1.0 / (_SPREAD_SCALE + 0.5 * float(values @ values)))
 
 
 class _Chain:
@@ -131,10 +125,10 @@ class _Chain:
         self.mu = float(np.sum(kappa - omega * offset) / mu_precision + rng.standard_normal() / np.sqrt(mu_precision))
         # Spreads, of the templates that read the rows.
         logistic = self.own[self.kind == 0]
-        self.variances[0] = _inverse_gamma(rng, logistic[:, 0])
+        self.variances[0] = draw_variance(rng, logistic[:, 0])
         if d.width > 1:
-            self.variances[1:] = _inverse_gamma(rng, logistic[:, 1:].ravel())
-        self.row_variance = _inverse_gamma(rng, self.beta)
+            self.variances[1:] = draw_variance(rng, logistic[:, 1:])
+        self.row_variance = draw_variance(rng, self.beta)
         if self.agree.any():
             self._kinds(rng)
 

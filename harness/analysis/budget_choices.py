@@ -45,13 +45,12 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax
 
-from harness.analysis.budget_draws import draw_kinds
+from harness.analysis.budget_draws import draw_classes, draw_kinds, draw_variance
 from harness.analysis.budget_matrix import CellMatrix
 from harness.analysis.irt import contrasts
 
 # Sweeps discarded, step sizes tuned meanwhile: from 1,000 to 4,000 the CB error at a tenth fell from 5.1 to 4.2.
 BURN_IN = 2000
-_SPREAD_SHAPE, _SPREAD_SCALE = 2.0, 0.1  # as budget_bayes: the inverse-gamma prior of each variance
 _GLOBAL_SD = 10.0  # logits: mu's and a's prior, flat over any score
 _TARGET_ACCEPTANCE, _ADAPT_RATE = 0.3, 0.05
 
@@ -65,11 +64,6 @@ def families(templates: Sequence[str], tags: Sequence[Mapping[str, Any]]) -> np.
         layout = extra.get("format") if isinstance(extra.get("format"), Mapping) else {}
         names.append(str(layout.get("source", template)))
     return np.unique(names, return_inverse=True)[1]
-
-
-def _inverse_gamma(rng: np.random.Generator, values: np.ndarray) -> float:
-    flat = values.ravel()
-    return 1.0 / rng.gamma(_SPREAD_SHAPE + flat.size / 2, 1.0 / (_SPREAD_SCALE + 0.5 * float(flat @ flat)))
 
 
 class _Chain:
@@ -178,11 +172,11 @@ class _Chain:
         self.family_bias = (total / self.variance["bias"] / precision[:, None]
                             + rng.standard_normal(self.family_bias.shape) / np.sqrt(precision)[:, None])
         model = self.kind == 0
-        self.variance["theta"] = _inverse_gamma(rng, (self.theta - self.family_theta[self.family])[model])
-        self.variance["bias"] = _inverse_gamma(rng, (self.bias - self.family_bias[self.family])[model])
-        self.variance["family_theta"] = _inverse_gamma(rng, self.family_theta)
-        self.variance["family_bias"] = _inverse_gamma(rng, self.family_bias)
-        self.variance["pull"] = _inverse_gamma(rng, self.pull)
+        self.variance["theta"] = draw_variance(rng, (self.theta - self.family_theta[self.family])[model])
+        self.variance["bias"] = draw_variance(rng, (self.bias - self.family_bias[self.family])[model])
+        self.variance["family_theta"] = draw_variance(rng, self.family_theta)
+        self.variance["family_bias"] = draw_variance(rng, self.family_bias)
+        self.variance["pull"] = draw_variance(rng, self.pull)
 
     def _kinds(self, rng: np.random.Generator) -> None:
         """Each template's kind given its effects (`budget_draws.draw_kinds`), by the model's
@@ -218,9 +212,6 @@ def score_draws(matrix: CellMatrix, draws: int, rng: np.random.Generator, burn_i
         chain.sweep(rng, adapt=sweep < burn_in)
         if sweep < burn_in:
             continue
-        drawn_gold = gold.copy()
-        if unknown.any():
-            drawn_gold[unknown] = np.minimum(np.searchsorted(np.cumsum(shares), rng.random(int(unknown.sum()))),
-                                             options - 1)
-        out[sweep - burn_in] = np.where(matrix.computed, values, chain.right(drawn_gold, rng)).mean(axis=1)
+        out[sweep - burn_in] = np.where(matrix.computed, values,
+                                        chain.right(draw_classes(gold, shares, rng), rng)).mean(axis=1)
     return out

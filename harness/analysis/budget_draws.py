@@ -185,6 +185,16 @@ def _posterior(share_prior: float, weights: np.ndarray, agree: np.ndarray,
     return odds / (1 + odds), which
 
 
+SPREAD_SHAPE, SPREAD_SCALE = 2.0, 0.1  # the samplers' inverse-gamma prior of each variance (see budget_bayes)
+
+
+def draw_variance(rng: np.random.Generator, values: np.ndarray) -> float:
+    """A sampler's draw of a variance from its conditional given the effects it spreads, under the
+    InvGamma(SPREAD_SHAPE, SPREAD_SCALE) prior."""
+    flat = np.ravel(values)
+    return 1.0 / rng.gamma(SPREAD_SHAPE + flat.size / 2, 1.0 / (SPREAD_SCALE + 0.5 * float(flat @ flat)))
+
+
 def draw_kinds(log_likelihood: np.ndarray, agree: np.ndarray, share: float, weights: np.ndarray,
                rng: np.random.Generator) -> tuple[np.ndarray, float, np.ndarray]:
     """A sampler's step for the templates' kinds: each template's kind (0 the model, 1 + p pattern p)
