@@ -119,7 +119,8 @@ def main() -> None:
     parser.add_argument("--model", choices=("covariates", "irt"), default="covariates",
                         help="covariates: template tags as covariates; irt: the plain logistic model")
     parser.add_argument("--estimator", choices=ESTIMATORS, default="plug-in",
-                        help="plug-in: the penalized fit and a row bootstrap; bayes: posterior draws of the full run")
+                        help="plug-in: the penalized fit and a row bootstrap; bayes: posterior draws of the logistic "
+                             "model; choices: posterior draws of the option model (harness.analysis.estimators)")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
