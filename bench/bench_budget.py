@@ -3,7 +3,9 @@ templates, and interval coverage, for the model-based estimator beside the naive
 
 Given FULL run directories (every (template, row) cell computed), each (task, shots) is budgeted
 by taking the design's cells from the full run's samples, which is exactly what a budgeted run
-computes, since a cell's value does not depend on which other cells are computed. The estimate is
+computes, since a cell's value does not depend on which other cells are computed (with `--design
+adaptive`, the first half's cells are taken, the allocation reads them and names the rest, as
+`harness run --budget-design adaptive` does). The estimate is
 then compared with the full run's per-template means and their distribution over templates:
 
 - template MAE: mean absolute error of the per-template scores, in points (0-100);
@@ -38,10 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.analysis.budget import ESTIMATORS, QUANTILES, SUMMARY, estimate_budget, score_summary  # noqa: E402
+from harness.analysis.budget_allocation import adaptive_cells  # noqa: E402
 from harness.analysis.budget_matrix import CellMatrix, run_matrices  # noqa: E402
 from harness.analysis.irt import fit_with_priors  # noqa: E402
 from harness.analysis.template_features import tag_design  # noqa: E402
-from harness.eval.budget_design import design_cells  # noqa: E402
+from harness.eval.budget_design import budget_size, design_cells, first_stage_size  # noqa: E402
 from harness.eval.store import load_run  # noqa: E402
 
 QUANTILE_COLUMNS = [SUMMARY.index(f"q{round(100 * q):02d}") for q in QUANTILES]
@@ -77,10 +80,21 @@ def oracle_values(matrix: CellMatrix) -> np.ndarray:
     return expected
 
 
+def budget_cells(matrix: CellMatrix, budget: float, seed: int, design: str) -> list[tuple[str, str]]:
+    """The cells `harness run --budget BUDGET --budget-design DESIGN --seed SEED` computes, as
+    `harness.eval.budget_plan` and `harness.adaptive_run` choose them."""
+    size = budget_size(budget, matrix.computed.size)
+    if design == "balanced":
+        return design_cells(matrix.templates, matrix.rows, size, seed)
+    first = design_cells(matrix.templates, matrix.rows,
+                         first_stage_size(size, len(matrix.templates), len(matrix.rows)), seed)
+    return first + adaptive_cells(matrix.subset(first), size - len(first), seed)
+
+
 def measure(matrix: CellMatrix, budget: float, seed: int, covariates: bool, resamples: int,
-            confidence: float, oracle: np.ndarray, estimator: str) -> dict[str, float]:
+            confidence: float, oracle: np.ndarray, estimator: str, design: str) -> dict[str, float]:
     truth = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)
-    subset = matrix.subset(design_cells(matrix.templates, matrix.rows, budget, seed))
+    subset = matrix.subset(budget_cells(matrix, budget, seed, design))
     filled = np.where(subset.computed, matrix.sums, matrix.counts * oracle).sum(axis=1) / matrix.counts.sum(axis=1)
     floor_quantiles = score_summary(filled)[QUANTILE_COLUMNS]
     start = time.perf_counter()
@@ -121,11 +135,15 @@ def main() -> None:
     parser.add_argument("--estimator", choices=ESTIMATORS, default="plug-in",
                         help="plug-in: the penalized fit and a row bootstrap; bayes: posterior draws of the logistic "
                              "model; choices: posterior draws of the option model (harness.analysis.estimators)")
+    parser.add_argument("--design", choices=("balanced", "adaptive"), default="balanced",
+                        help="which cells a budget computes (harness run --budget-design): the seeded balanced "
+                             "design, or a balanced half and the rest by harness.analysis.budget_allocation")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     lines = [f"Command: `.venv/bin/python bench/bench_budget.py {' '.join(sys.argv[1:])}`", "",
-             f"Estimator: {args.estimator}; model: {args.model}; {args.resamples} bootstrap resamples; "
+             f"Design: {args.design}; estimator: {args.estimator}; model: {args.model}; "
+             f"{args.resamples} bootstrap resamples; "
              f"{round(100 * args.confidence)}% intervals; "
              f"design seeds 0..{args.seeds - 1}. Errors in points (0-100): mean over the run's (task, shots), "
              "median over seeds; coverage pooled over tasks and seeds (a value missed by under 0.05 points counts "
@@ -149,7 +167,7 @@ def main() -> None:
             pooled: dict[str, list[float]] = defaultdict(list)
             for seed in range(args.seeds):
                 results = [measure(m, budget, seed, args.model == "covariates", args.resamples, args.confidence, o,
-                                   args.estimator)
+                                   args.estimator, args.design)
                            for m, o in zip(matrices, oracles, strict=True)]
                 for key in results[0]:
                     per_seed[key].append(float(np.mean([r[key] for r in results])))

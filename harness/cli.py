@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "number of cells per task and shot count, chosen by a seeded design balanced over templates "
                           "and rows; the rest is estimated (each template's score, quantiles over templates). The "
                           "same command with a larger budget, or none, computes only the missing cells")
+    run.add_argument("--budget-design", choices=("balanced", "adaptive"), default="balanced",
+                     help="which cells a --budget computes: balanced (the seeded design, every template alike; the "
+                          "default) or adaptive (a balanced half, then the rest to the templates ranked near the "
+                          "quantiles over templates, chosen from the first half's results)")
     run.add_argument("--estimator", **_ESTIMATOR_FLAG)
     run.add_argument("--out", type=Path, default=Path("results"), help="parent folder of run directories")
     run.add_argument("--run-id", help="run directory name (default: model name + a hash of the run spec)")

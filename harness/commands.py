@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
+from harness.adaptive_run import run_budgeted
 from harness.chat import PLAIN, ChatFormat
 from harness.errors import HarnessError
 from harness.eval.budget_plan import Budget
 from harness.eval.config import RunConfig
 from harness.eval.distributed import Group, detect_launch
 from harness.eval.plan import Planner, load_task_splits
-from harness.eval.run import run
 from harness.progress import StageProgress, status
 from harness.report.terminal import cluster_table, task_list_table
 from harness.run_output import print_run, print_tuned_against_base
@@ -90,7 +90,9 @@ def _run_models(args: argparse.Namespace, console: Console, group: Group | None)
         data_folders=tuple((task, str(Path(folder).resolve())) for task, folder in args.data),
     )
     registry.select(config.tasks)  # fail on an unknown task before loading any model
-    budget = Budget.parse(args.budget) if args.budget is not None else None
+    if args.budget is None and args.budget_design != "balanced":
+        raise HarnessError(f"--budget-design {args.budget_design} shapes a budget; give --budget too (0.1, say)")
+    budget = Budget.parse(args.budget, args.budget_design) if args.budget is not None else None
     if not args.model and args.backend != DEFAULT_BACKEND:
         raise HarnessError(f"--backend {args.backend}: give --model (the built-in models are for the "
                            f"{DEFAULT_BACKEND} backend)")
@@ -111,7 +113,7 @@ def _run_models(args: argparse.Namespace, console: Console, group: Group | None)
         with StageProgress(console, training=False) as progress:
             name = Path(model).name or model
             progress.begin(name, unit="samples", line_name=f"evaluating {name}")
-            directory, record = run(config, backend, registry, args.out, run_id=args.run_id,
+            directory, record = run_budgeted(config, backend, registry, args.out, run_id=args.run_id,
                                     overwrite=args.overwrite, progress=progress.evaluation,
                                     seen=args.seen, reuse_complete=True, group=group, budget=budget)
         print_run(directory, record, config.seed, console, args.estimator)

@@ -50,8 +50,9 @@ def _print_budget(record: RunRecord, samples: list[Sample], seed: int, console: 
                  for matrix in run_matrices(record, samples).values() if len(matrix.templates) > 1]
     computed = sum(cells.computed for cells in record.budget.cells)
     total = sum(cells.cells for cells in record.budget.cells)
-    console.print(f"budget {record.budget.requested}: {computed} of {total} cells computed; the scores above are "
-                  "means over the computed cells only", markup=False, highlight=False)
+    design = " (adaptive design)" if record.budget.design == "adaptive" else ""
+    console.print(f"budget {record.budget.requested}{design}: {computed} of {total} cells computed; the scores above "
+                  "are means over the computed cells only", markup=False, highlight=False)
     if estimates:
         console.print(budget_table(estimates))
 

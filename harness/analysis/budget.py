@@ -303,7 +303,7 @@ def estimate_budget(matrix: CellMatrix, *, covariates: bool = True, seed: int = 
         return _estimate(matrix, covariates, seed, resamples, confidence, estimator)
 
 
-def _chosen(matrix: CellMatrix) -> bool:
+def option_model_applies(matrix: CellMatrix) -> bool:
     """Whether the option model applies: every computed cell holds its chosen option and one judgement,
     and its row's gold option is known."""
     if matrix.choices is None:
@@ -319,7 +319,7 @@ def _estimate(matrix: CellMatrix, covariates: bool, seed: int, resamples: int, c
     fitted, priors = model.fit(rng)
     ones = np.ones(len(matrix.rows))
     bayes = estimator != "plug-in" and not model.complete
-    by_choice = bayes and estimator == "choices" and _chosen(matrix)
+    by_choice = bayes and estimator == "choices" and option_model_applies(matrix)
     if model.complete:
         # Summed as the record sums them, so a full run's estimate is its mean to the last bit.
         scores = matrix.sums.sum(axis=1) / matrix.counts.sum(axis=1)

@@ -81,3 +81,10 @@ def design_cells(templates: Sequence[str], rows: Sequence[str], budget: float | 
     """The cells a run with this budget computes: the first `budget_size` cells of `design_order`."""
     order = design_order(templates, rows, seed)
     return order[:budget_size(budget, len(order))]
+
+
+def first_stage_size(size: int, templates: int, rows: int) -> int:
+    """The balanced cells an adaptive budget of `size` cells computes before it looks at any: half,
+    or, where the budget allows, enough for every template and every row to have a cell, so the
+    allocation of the rest (`harness.analysis.budget_allocation`) knows every row's difficulty."""
+    return min(size, max(math.ceil(size / 2), templates, rows))

@@ -18,13 +18,13 @@ run's `--seed` is the design's), so:
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
-from harness.eval.budget_design import budget_size, design_cells
+from harness.eval.budget_design import budget_size, design_cells, first_stage_size
 from harness.eval.plan import PlannedSample
-from harness.eval.record import BudgetCells, RunBudget
+from harness.eval.record import BUDGET_DESIGNS, BudgetCells, RunBudget
 
 _FRACTION = re.compile(r"^(0?\.\d+|1\.0*)$")
 _PERCENT = re.compile(r"^(\d+(\.\d+)?)%$")
@@ -34,13 +34,23 @@ _COUNT = re.compile(r"^[1-9]\d*$")
 @dataclass(frozen=True)
 class Budget:
     """What `--budget` asked for: `size` is a fraction (float, 0 < f <= 1) or a number of cells (int)
-    of each (task, shots); `text` is the flag as given, which the record keeps."""
+    of each (task, shots); `text` is the flag as given, which the record keeps.
+
+    `design` is balanced (the first `size` cells of the seeded order) or adaptive: the first
+    `first_stage_size` cells of that order, plus the cells `extra` names per (task, shots), which
+    the command chooses from the first stage's results (`harness.adaptive_run`)."""
 
     size: float | int
     text: str
+    design: str = "balanced"
+    extra: Mapping[tuple[str, int], frozenset[tuple[str, str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.design not in BUDGET_DESIGNS:
+            raise HarnessError(f"--budget-design {self.design!r}: use one of {', '.join(BUDGET_DESIGNS)}")
 
     @classmethod
-    def parse(cls, text: str) -> Budget:
+    def parse(cls, text: str, design: str = "balanced") -> Budget:
         """`0.1` or `10%` (a tenth of the cells; `1.0` or `100%` all of them) or `500` (a number of cells,
         written without a decimal point); anything else is refused in one line."""
         value = text.strip()
@@ -55,7 +65,7 @@ class Budget:
                                "of cells (500)")
         if isinstance(size, float) and not 0 < size <= 1:
             raise HarnessError(f"--budget {text!r}: a fraction must be above 0 and at most 1 (100%)")
-        return cls(size, value)
+        return cls(size, value, design)
 
 
 def budgeted_plan(plan: list[PlannedSample], budget: Budget, seed: int,
@@ -73,10 +83,12 @@ def budgeted_plan(plan: list[PlannedSample], budget: Budget, seed: int,
         templates = list(dict.fromkeys(s.template.id for s in members))
         rows = list(dict.fromkeys(s.row_id for s in members))
         total = len(templates) * len(rows)
-        size = min(budget.size, total) if isinstance(budget.size, int) else budget.size
-        design = set(design_cells(templates, rows, size, seed))
+        size = budget_size(min(budget.size, total) if isinstance(budget.size, int) else budget.size, total)
+        balanced = first_stage_size(size, len(templates), len(rows)) if budget.design == "adaptive" else size
+        design = set(design_cells(templates, rows, balanced, seed)) | budget.extra.get((task, shots), frozenset())
         kept = {s.key for s in members if (s.template.id, s.row_id) in design or s.key in stored}
         keep |= kept
         cells.append(BudgetCells(task=task, shots=shots, templates=len(templates), rows=len(rows),
-                                 design=budget_size(size, total), computed=len(kept)))
-    return [s for s in plan if s.key in keep], RunBudget(requested=budget.text, seed=seed, cells=cells)
+                                 design=size, computed=len(kept)))
+    return [s for s in plan if s.key in keep], RunBudget(requested=budget.text, seed=seed, cells=cells,
+                                                         design=budget.design)

@@ -16,6 +16,8 @@ Versions, in run.json's `schema_version` (sample lines carry none; they follow t
   `timings`, and a sample's kind-specific fields (some hold only `answer_index`).
 - 1: the same fields, plus `schema_version`.
 - 2: adds the optional `budget` section of a run made with `harness run --budget`.
+- 3: the budget section says `"design": "adaptive"` for a run made with `--budget-design adaptive`
+  (absent: balanced, as every version-2 budget is).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from harness.eval.json_fields import (
 )
 from harness.seen import SEEN_STATUSES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version this code writes; it reads every version from 0 up to it."""
 
 MetricValue = float | list[float]
@@ -295,23 +297,34 @@ class BudgetCells:
         return entry
 
 
+BUDGET_DESIGNS = ("balanced", "adaptive")
+_DESIGN = Check(lambda v: v in BUDGET_DESIGNS, "balanced or adaptive")
+
+
 @dataclass(frozen=True)
 class RunBudget:
     """run.json's `budget`, present only for a run made with `--budget` (`harness.eval.budget_plan`):
-    the flag as given, the design's seed, and the cells of every (task, shots). Such a run's scores
-    are means over its computed cells; no number in run.json is an estimate."""
+    the flag as given, the design's seed, the cells of every (task, shots), and the design: balanced
+    (every cell from the seeded order) or adaptive (a balanced half, the rest where the quantiles
+    over templates need it). Such a run's scores are means over its computed cells; no number in
+    run.json is an estimate."""
 
     requested: str
     seed: int
     cells: list[BudgetCells]
+    design: str = "balanced"
 
     def to_json(self) -> dict[str, Any]:
-        return {"requested": self.requested, "seed": self.seed, "cells": [c.to_json() for c in self.cells]}
+        data = {"requested": self.requested, "seed": self.seed, "cells": [c.to_json() for c in self.cells]}
+        if self.design != "balanced":  # a balanced budget's section keeps its version-2 bytes
+            data["design"] = self.design
+        return data
 
     @classmethod
     def read(cls, fields: Fields) -> RunBudget:
         budget = cls(fields.take("requested", TEXT), fields.take("seed", INTEGER),
-                     [BudgetCells.read(item) for item in fields.items("cells")])
+                     [BudgetCells.read(item) for item in fields.items("cells")],
+                     fields.maybe("design", _DESIGN) or "balanced")
         fields.done()
         return budget
 

@@ -47,7 +47,8 @@ def runs_grid(runs: list[LoadedRun], labels: list[str]) -> Grid:
             held_out = DASH
         computed = str(len(samples))
         if record.budget is not None:
-            computed += f" of {sum(c.cells for c in record.budget.cells)} (--budget {record.budget.requested})"
+            computed += f" of {sum(c.cells for c in record.budget.cells)} (--budget {record.budget.requested}"
+            computed += ", adaptive design)" if record.budget.design == "adaptive" else ")"
         rows.append((label, record.spec.model_name or DASH, directory, held_out, str(len(record.spec.tasks)),
                      joined(record.shot_counts), computed))
     return Grid("table-runs", "Runs", ("run", "model", "directory", "labels", "tasks", "shots", "samples"),
