@@ -17,40 +17,53 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness.engine.base import Backend
 from harness.eval.budget_plan import Budget
+from harness.eval.config import RunConfig
 from harness.eval.distributed import Group
 from harness.eval.record import RunRecord
 from harness.eval.run import run
+from harness.tasks.registry import Registry
 
 
-def run_budgeted(*args: Any, budget: Budget | None, group: Group | None = None, overwrite: bool = False,
-                 **options: Any) -> tuple[Path, RunRecord]:
-    """`harness.eval.run.run` with a budget of either design; `args` and `options` are run's (an
-    adaptive second stage never overwrites the first it extends)."""
-    directory, record = run(*args, budget=budget, group=group, overwrite=overwrite, **options)
-    if budget is None or budget.design != "adaptive":
+def run_budgeted(config: RunConfig, backend: Backend, registry: Registry, out: Path, *, budget: Budget | None,
+                 group: Group | None = None, overwrite: bool = False, **options: Any) -> tuple[Path, RunRecord]:
+    """`harness.eval.run.run` with a budget of either design; `options` are run's. An adaptive
+    second stage never overwrites the first it extends, and a folder whose run already has every
+    cell is returned as it is."""
+    directory, record = run(config, backend, registry, out, budget=budget, group=group, overwrite=overwrite,
+                            **options)
+    if budget is None or budget.design != "adaptive" or record.budget is None:
         return directory, record
-    extra = group.broadcast(lambda: allocation(directory, record)) if group else allocation(directory, record)
-    return run(*args, budget=replace(budget, extra=extra), group=group, overwrite=False,
+
+    def allocate() -> dict[tuple[str, int], frozenset[tuple[str, str]]]:
+        return allocation(directory, record, budget, config.seed)
+
+    extra = group.broadcast(allocate) if group else allocate()
+    return run(config, backend, registry, out, budget=replace(budget, extra=extra), group=group, overwrite=False,
                **{**options, "reuse_complete": True})
 
 
-def allocation(directory: Path, record: RunRecord) -> dict[tuple[str, int], frozenset[tuple[str, str]]]:
-    """(task, shots) -> the cells of the adaptive second stage, from the first stage's cells in the
-    run folder (see the module docstring)."""
+def allocation(directory: Path, record: RunRecord, budget: Budget,
+               seed: int) -> dict[tuple[str, int], frozenset[tuple[str, str]]]:
+    """(task, shots) -> the cells of the adaptive second stage of `budget`, from its first stage's
+    cells in the run folder (see the module docstring). The sizes are the budget's, not the
+    record's: a folder may hold the record of another budget whose cells cover this one's."""
     from harness.analysis.budget_allocation import adaptive_cells
     from harness.analysis.budget_matrix import run_matrices
-    from harness.eval.budget_design import design_cells, first_stage_size
+    from harness.eval.budget_design import design_cells
     from harness.eval.store import load_run
 
     assert record.budget is not None
     matrices = run_matrices(record, load_run(directory)[1])
     extra = {}
     for cells in record.budget.cells:
-        first = first_stage_size(cells.design, cells.templates, cells.rows)
-        if first >= cells.design:
-            continue  # the budget is too small to be split: all of it was the balanced stage
+        size = budget.cells_of(cells.cells)
+        first = budget.balanced_cells_of(cells.templates, cells.rows)
+        if first >= size:
+            continue  # too small a budget to split: all of it was the balanced stage
+        # The first stage touches every template and row (`first_stage_size`), so the matrix has them all.
         matrix = matrices[(cells.task, cells.shots)]
-        stage = matrix.subset(design_cells(matrix.templates, matrix.rows, first, record.budget.seed))
-        extra[(cells.task, cells.shots)] = frozenset(adaptive_cells(stage, cells.design - first, record.budget.seed))
+        stage = matrix.subset(design_cells(matrix.templates, matrix.rows, first, seed))
+        extra[(cells.task, cells.shots)] = frozenset(adaptive_cells(stage, size - first, seed))
     return extra

@@ -114,8 +114,8 @@ def _run_models(args: argparse.Namespace, console: Console, group: Group | None)
             name = Path(model).name or model
             progress.begin(name, unit="samples", line_name=f"evaluating {name}")
             directory, record = run_budgeted(config, backend, registry, args.out, run_id=args.run_id,
-                                    overwrite=args.overwrite, progress=progress.evaluation,
-                                    seen=args.seen, reuse_complete=True, group=group, budget=budget)
+                                             overwrite=args.overwrite, progress=progress.evaluation,
+                                             seen=args.seen, reuse_complete=True, group=group, budget=budget)
         print_run(directory, record, config.seed, console, args.estimator)
         records.append(record)
         directories.append(directory)

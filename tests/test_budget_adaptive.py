@@ -111,7 +111,7 @@ def test_an_adaptive_run_resumes_from_its_first_half_reruns_to_nothing_and_exten
     directory, record = run_budgeted(CONFIG, counting, Registry(), tmp_path, run_id="r", budget=BUDGET,
                                      reuse_complete=True)
     assert counting.answered == 4 * (SIZE - FIRST)
-    assert sorted(lines(directory)) == sorted(lines(adaptive[0])), "the same cells as the uninterrupted run"
+    assert keys(directory) == keys(adaptive[0]), "the same cells as the uninterrupted run"
     _, again = run_budgeted(CONFIG, counting, Registry(), tmp_path, run_id="r", budget=BUDGET, reuse_complete=True)
     assert counting.answered == 4 * (SIZE - FIRST) and again == record, "the same command again computes nothing"
     full = {json.loads(line)["key"]: line for line in lines(full_run)}
@@ -121,6 +121,30 @@ def test_an_adaptive_run_resumes_from_its_first_half_reruns_to_nothing_and_exten
     assert counting.answered == 4 * (TEMPLATES * ROWS - FIRST) and complete.budget is None
     assert_same_cells(lines(directory), full)
     assert without_timings(directory)["scores"] == without_timings(full_run)["scores"]
+
+
+def keys(directory) -> set[str]:
+    return {json.loads(line)["key"] for line in lines(directory)}
+
+
+def test_an_adaptive_budget_in_a_folder_with_more_cells_adds_only_its_own_second_half(
+        adaptive, plain_backend, full_run, tmp_path, one_torch_thread):
+    run(CONFIG, plain_backend, Registry(), tmp_path, run_id="r", budget=Budget.parse("0.75"))
+    before = keys(tmp_path / "r")
+    counting = Counting(plain_backend)
+    directory, record = run_budgeted(CONFIG, counting, Registry(), tmp_path, run_id="r", budget=BUDGET,
+                                     reuse_complete=True)
+    # Nothing is dropped, and the second half is the uninterrupted run's: sized by this budget, not by
+    # the record of the larger one the folder held.
+    uninterrupted = keys(adaptive[0])
+    assert keys(directory) == before | uninterrupted
+    assert counting.answered == len(uninterrupted - before) > 0
+    assert record.counts["samples"] == len(before | uninterrupted)
+    # A folder holding the full run: nothing to compute, and the record is the full run's.
+    counting = Counting(plain_backend)
+    _, complete = run_budgeted(CONFIG, counting, Registry(), full_run.parent, run_id="r", budget=BUDGET,
+                               reuse_complete=True)
+    assert counting.answered == 0 and complete.budget is None
 
 
 def test_the_budget_design_is_checked(capsys):

@@ -67,6 +67,17 @@ class Budget:
             raise HarnessError(f"--budget {text!r}: a fraction must be above 0 and at most 1 (100%)")
         return cls(size, value, design)
 
+    def cells_of(self, total: int) -> int:
+        """The cells this budget asks for of a (task, shots) with `total` cells: a number of cells
+        larger than the task has is all of them."""
+        return budget_size(min(self.size, total) if isinstance(self.size, int) else self.size, total)
+
+    def balanced_cells_of(self, templates: int, rows: int) -> int:
+        """How many of them come from the seeded balanced order: all, or an adaptive budget's first
+        stage."""
+        size = self.cells_of(templates * rows)
+        return first_stage_size(size, templates, rows) if self.design == "adaptive" else size
+
 
 def budgeted_plan(plan: list[PlannedSample], budget: Budget, seed: int,
                   stored: Collection[str]) -> tuple[list[PlannedSample], RunBudget]:
@@ -83,12 +94,11 @@ def budgeted_plan(plan: list[PlannedSample], budget: Budget, seed: int,
         templates = list(dict.fromkeys(s.template.id for s in members))
         rows = list(dict.fromkeys(s.row_id for s in members))
         total = len(templates) * len(rows)
-        size = budget_size(min(budget.size, total) if isinstance(budget.size, int) else budget.size, total)
-        balanced = first_stage_size(size, len(templates), len(rows)) if budget.design == "adaptive" else size
+        balanced = budget.balanced_cells_of(len(templates), len(rows))
         design = set(design_cells(templates, rows, balanced, seed)) | budget.extra.get((task, shots), frozenset())
         kept = {s.key for s in members if (s.template.id, s.row_id) in design or s.key in stored}
         keep |= kept
         cells.append(BudgetCells(task=task, shots=shots, templates=len(templates), rows=len(rows),
-                                 design=size, computed=len(kept)))
+                                 design=budget.cells_of(total), computed=len(kept)))
     return [s for s in plan if s.key in keep], RunBudget(requested=budget.text, seed=seed, cells=cells,
                                                          design=budget.design)
