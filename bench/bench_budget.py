@@ -44,7 +44,8 @@ from harness.analysis.budget_allocation import adaptive_cells  # noqa: E402
 from harness.analysis.budget_matrix import CellMatrix, run_matrices  # noqa: E402
 from harness.analysis.irt import fit_with_priors  # noqa: E402
 from harness.analysis.template_features import tag_design  # noqa: E402
-from harness.eval.budget_design import budget_size, design_cells, first_stage_size  # noqa: E402
+from harness.eval.budget_design import design_cells  # noqa: E402
+from harness.eval.budget_plan import Budget  # noqa: E402
 from harness.eval.store import load_run  # noqa: E402
 
 QUANTILE_COLUMNS = [SUMMARY.index(f"q{round(100 * q):02d}") for q in QUANTILES]
@@ -83,11 +84,12 @@ def oracle_values(matrix: CellMatrix) -> np.ndarray:
 def budget_cells(matrix: CellMatrix, budget: float, seed: int, design: str) -> list[tuple[str, str]]:
     """The cells `harness run --budget BUDGET --budget-design DESIGN --seed SEED` computes, as
     `harness.eval.budget_plan` and `harness.adaptive_run` choose them."""
-    size = budget_size(budget, matrix.computed.size)
-    if design == "balanced":
-        return design_cells(matrix.templates, matrix.rows, size, seed)
+    asked = Budget(budget, str(budget), design)
+    size = asked.cells_of(matrix.computed.size)
     first = design_cells(matrix.templates, matrix.rows,
-                         first_stage_size(size, len(matrix.templates), len(matrix.rows)), seed)
+                         asked.balanced_cells_of(len(matrix.templates), len(matrix.rows)), seed)
+    if len(first) >= size:
+        return first
     return first + adaptive_cells(matrix.subset(first), size - len(first), seed)
 
 
