@@ -71,15 +71,18 @@ def test_two_processes_write_what_one_process_writes(tiny_models, tmp_path, envi
     assert done.stdout.count("loading ") == 1
 
 
+@pytest.mark.parametrize("design", ["balanced", "adaptive"])
 def test_a_budgeted_run_on_two_processes_writes_what_one_process_writes(tiny_models, tmp_path, environment,
-                                                                         one_torch_thread):
+                                                                         one_torch_thread, design):
     model = tiny_models["tiny-llama"]
     one = tmp_path / "one"
-    assert main([*ARGS, "--model", str(model), "--out", str(one), "--budget", "0.3"]) == 0
-    done = subprocess.run([*command(model, tmp_path / "two", 2), "--budget", "0.3"], env=environment,
+    budget = ["--budget", "0.3", "--budget-design", design]
+    assert main([*ARGS, "--model", str(model), "--out", str(one), *budget]) == 0
+    done = subprocess.run([*command(model, tmp_path / "two", 2), *budget], env=environment,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     budgeted = json.loads((one / "r" / "run.json").read_text())["budget"]
+    assert budgeted.get("design", "balanced") == design
     assert sum(cells["computed"] for cells in budgeted["cells"]) == count_lines(one / "r" / "samples.jsonl") < TOTAL
     assert (tmp_path / "two" / "r" / "samples.jsonl").read_bytes() == (one / "r" / "samples.jsonl").read_bytes()
     assert without_timings(tmp_path / "two" / "r") == without_timings(one / "r")
