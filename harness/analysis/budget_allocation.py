@@ -18,7 +18,8 @@ with the most to gain:
 A cell's row is the template's uncomputed row with the fewest computed cells, ties broken by a
 seeded draw, so the rows stay as balanced as the first half left them. The draws are the option
 model's where every cell holds its chosen option (`harness.analysis.budget_choices`), else the
-logistic sampler's (`harness.analysis.budget_bayes`), the same choice `estimate_budget` makes.
+logistic sampler's (`harness.analysis.budget_bayes`), as `--estimator choices` picks its sampler,
+whichever estimator then reads the run.
 
 The estimators need no change: the second half depends only on the computed cells of the first,
 so the design is ignorable in the likelihood, and the posterior of the whole run is the one a fixed
