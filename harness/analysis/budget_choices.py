@@ -114,6 +114,17 @@ class _Chain:
     def _accept(self, log_ratio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.log(rng.random(log_ratio.shape)) < log_ratio
 
+    def _take(self, kind: str, log_ratio: np.ndarray, unit: np.ndarray, proposed: np.ndarray,
+              rng: np.random.Generator, adapt: bool) -> np.ndarray:
+        """Accept each unit's (template's or row's) proposal by its log ratio, keep the accepted
+        units' cell log-likelihoods (`unit`: each cell's unit), and during burn-in move each unit's
+        step toward the target acceptance; returns which units were accepted."""
+        accepted = self._accept(log_ratio, rng)
+        self.cell_log_likelihood = np.where(accepted[unit], proposed, self.cell_log_likelihood)
+        if adapt:
+            self.step[kind] = self.step[kind] * np.exp(_ADAPT_RATE * (accepted - _TARGET_ACCEPTANCE))
+        return accepted
+
     def _templates(self, rng: np.random.Generator, reads: np.ndarray, adapt: bool) -> None:
         step = self.step["template"]
         theta = self.theta + step * rng.standard_normal(self.templates)
@@ -125,12 +136,9 @@ class _Chain:
                         / self.variance["bias"])
         log_ratio = (np.bincount(self.template, (proposed - self.cell_log_likelihood) * reads, self.templates)
                      - 0.5 * prior_change)
-        accepted = self._accept(log_ratio, rng)
+        accepted = self._take("template", log_ratio, self.template, proposed, rng, adapt)
         self.theta = np.where(accepted, theta, self.theta)
         self.bias = np.where(accepted[:, None], bias, self.bias)
-        self.cell_log_likelihood = np.where(accepted[self.template], proposed, self.cell_log_likelihood)
-        if adapt:
-            self.step["template"] = step * np.exp(_ADAPT_RATE * (accepted - _TARGET_ACCEPTANCE))
 
     def _rows(self, rng: np.random.Generator, reads: np.ndarray, adapt: bool) -> None:
         step = self.step["row"]
@@ -138,11 +146,8 @@ class _Chain:
         proposed = self._cell_log_likelihood(self.theta, self.bias, pull, self.mu, self.lean)
         log_ratio = (np.bincount(self.row, (proposed - self.cell_log_likelihood) * reads, self.rows)
                      - 0.5 * (np.sum(pull ** 2, axis=1) - np.sum(self.pull ** 2, axis=1)) / self.variance["pull"])
-        accepted = self._accept(log_ratio, rng)
+        accepted = self._take("row", log_ratio, self.row, proposed, rng, adapt)
         self.pull = np.where(accepted[:, None], pull, self.pull)
-        self.cell_log_likelihood = np.where(accepted[self.row], proposed, self.cell_log_likelihood)
-        if adapt:
-            self.step["row"] = step * np.exp(_ADAPT_RATE * (accepted - _TARGET_ACCEPTANCE))
 
     def _global(self, rng: np.random.Generator, reads: np.ndarray, adapt: bool) -> None:
         step = self.step["global"]
