@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.analysis.budget import ESTIMATORS, QUANTILES, SUMMARY, estimate_budget, score_summary  # noqa: E402
-from harness.analysis.budget_allocation import adaptive_cells  # noqa: E402
+from harness.analysis.budget_allocation import second_half  # noqa: E402
 from harness.analysis.budget_matrix import CellMatrix, run_matrices  # noqa: E402
 from harness.analysis.irt import fit_with_priors  # noqa: E402
 from harness.analysis.template_features import tag_design  # noqa: E402
@@ -85,12 +85,9 @@ def budget_cells(matrix: CellMatrix, budget: float, seed: int, design: str) -> l
     """The cells `harness run --budget BUDGET --budget-design DESIGN --seed SEED` computes, as
     `harness.eval.budget_plan` and `harness.adaptive_run` choose them."""
     asked = Budget(budget, str(budget), design)
-    size = asked.cells_of(matrix.computed.size)
-    first = design_cells(matrix.templates, matrix.rows,
-                         asked.balanced_cells_of(len(matrix.templates), len(matrix.rows)), seed)
-    if len(first) >= size:
-        return first
-    return first + adaptive_cells(matrix.subset(first), size - len(first), seed)
+    templates, rows = len(matrix.templates), len(matrix.rows)
+    first = design_cells(matrix.templates, matrix.rows, asked.balanced_cells_of(templates, rows), seed)
+    return first + (second_half(matrix, asked, seed, templates, rows) if design == "adaptive" else [])
 
 
 def measure(matrix: CellMatrix, budget: float, seed: int, covariates: bool, resamples: int,

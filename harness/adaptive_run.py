@@ -49,21 +49,12 @@ def allocation(directory: Path, record: RunRecord, budget: Budget,
     """(task, shots) -> the cells of the adaptive second stage of `budget`, from its first stage's
     cells in the run folder (see the module docstring). The sizes are the budget's, not the
     record's: a folder may hold the record of another budget whose cells cover this one's."""
-    from harness.analysis.budget_allocation import adaptive_cells
+    from harness.analysis.budget_allocation import second_half
     from harness.analysis.budget_matrix import run_matrices
-    from harness.eval.budget_design import design_cells
     from harness.eval.store import load_run
 
     assert record.budget is not None
     matrices = run_matrices(record, load_run(directory)[1])
-    extra = {}
-    for cells in record.budget.cells:
-        size = budget.cells_of(cells.cells)
-        first = budget.balanced_cells_of(cells.templates, cells.rows)
-        if first >= size:
-            continue  # too small a budget to split: all of it was the balanced stage
-        # The first stage touches every template and row (`first_stage_size`), so the matrix has them all.
-        matrix = matrices[(cells.task, cells.shots)]
-        stage = matrix.subset(design_cells(matrix.templates, matrix.rows, first, seed))
-        extra[(cells.task, cells.shots)] = frozenset(adaptive_cells(stage, size - first, seed))
-    return extra
+    return {(cells.task, cells.shots): frozenset(second_half(matrices[(cells.task, cells.shots)], budget, seed,
+                                                             cells.templates, cells.rows))
+            for cells in record.budget.cells}

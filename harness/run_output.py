@@ -42,7 +42,7 @@ def print_run(directory: Path, record: RunRecord, seed: int, console: Console, e
 
 def _print_budget(record: RunRecord, samples: list[Sample], seed: int, console: Console, estimator: str) -> None:
     """The estimated spread over templates of each (task, shots) with two templates or more, by `estimator`
-    (`harness.analysis.budget.ESTIMATORS`)."""
+    (`harness.analysis.estimators.ESTIMATORS`)."""
     from harness.analysis.budget import estimate_budget
     from harness.analysis.budget_matrix import run_matrices
 

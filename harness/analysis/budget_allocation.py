@@ -37,6 +37,8 @@ import numpy as np
 from harness.analysis.budget import QUANTILES, choice_scores, option_model_applies, posterior_scores
 from harness.analysis.budget_matrix import CellMatrix
 from harness.analysis.scores import bootstrap_rng
+from harness.eval.budget_design import design_cells
+from harness.eval.budget_plan import Budget
 
 RANK_WIDTH = 2.0  # ranks: chosen among 1, 2 and 3 on SmolLM2's CB, COPA and RTE runs (bench/RESULTS.md)
 ALLOCATION_DRAWS = 400  # posterior draws the allocation reads; its ranks need no more
@@ -75,3 +77,16 @@ def adaptive_cells(matrix: CellMatrix, extra: int, seed: int) -> list[tuple[str,
         priority[template] *= cells[template] / (cells[template] + 1)
         cells[template] += 1
     return picked
+
+
+def second_half(matrix: CellMatrix, budget: Budget, seed: int, templates: int, rows: int) -> list[tuple[str, str]]:
+    """The cells an adaptive `budget` computes after its balanced first stage, for a (task, shots) of
+    `templates` x `rows` cells (the plan's counts) whose matrix holds at least that stage's cells:
+    a run folder's, or a full run's in the benchmark. No cells where the budget is too small to split."""
+    size = budget.cells_of(templates * rows)
+    first = budget.balanced_cells_of(templates, rows)
+    if first >= size:
+        return []
+    # A split first stage touches every template and row (`first_stage_size`), so the matrix has them all.
+    stage = matrix.subset(design_cells(matrix.templates, matrix.rows, first, seed))
+    return adaptive_cells(stage, size - first, seed)
