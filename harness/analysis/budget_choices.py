@@ -35,11 +35,17 @@ size is tuned toward an acceptance of 0.3 during the burn-in and then fixed. A k
 the matrix: every uncomputed cell's choice is drawn at that sweep's probabilities and scored against
 the row's gold option (drawn from the options' shares, once for every template, for a row no
 computed cell names). Computed cells keep their observed values.
+
+Given a `KnownPrior` (`fit_prior`: the posterior means of a full run's hyperparameters), the chain
+holds the spreads, (mu, a) and the row-independent share and pattern weights fixed and samples the
+rest: the exact posterior of worlds drawn from that prior, whose median of each statistic no
+estimator can beat on them in expected absolute error (`bench/bench_budget_bound.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,10 +72,23 @@ def families(templates: Sequence[str], tags: Sequence[Mapping[str, Any]]) -> np.
     return np.unique(names, return_inverse=True)[1]
 
 
+@dataclass(frozen=True)
+class KnownPrior:
+    """The option model's hyperparameters held fixed: each spread (`variance`, keyed as the chain's),
+    the global reading mu and lean a, the share of row-independent templates and the weights of
+    their patterns (always option k, then always right)."""
+
+    variance: Mapping[str, float]
+    mu: float
+    lean: np.ndarray
+    share: float
+    weights: np.ndarray
+
+
 class _Chain:
     """The sampler's state and one sweep of it, over the computed cells' (template, row, choice)."""
 
-    def __init__(self, matrix: CellMatrix, options: int) -> None:
+    def __init__(self, matrix: CellMatrix, options: int, known: KnownPrior | None = None) -> None:
         self.template, self.row = np.nonzero(matrix.computed)
         self.choice = matrix.choices[self.template, self.row]
         self.gold = matrix.row_classes[self.row]
@@ -93,6 +112,10 @@ class _Chain:
         self.agree = agree
         self.kind = np.zeros(self.templates, dtype=np.int64)
         self.independent_share, self.pattern_weights = 0.5, np.full(options + 1, 1.0 / (options + 1))
+        self.known = known
+        if known is not None:
+            self.variance, self.mu, self.lean = dict(known.variance), known.mu, np.array(known.lean, dtype=float)
+            self.independent_share, self.pattern_weights = known.share, np.array(known.weights, dtype=float)
         self.cell_log_likelihood = self._cell_log_likelihood(self.theta, self.bias, self.pull, self.mu, self.lean)
 
     def _cell_log_likelihood(self, theta: np.ndarray, bias: np.ndarray, pull: np.ndarray, mu: float,
@@ -106,8 +129,11 @@ class _Chain:
         reads = self.kind[self.template] == 0
         self._templates(rng, reads, adapt)
         self._rows(rng, reads, adapt)
-        self._global(rng, reads, adapt)
-        self._families_and_spreads(rng)
+        if self.known is None:
+            self._global(rng, reads, adapt)
+        self._families(rng)
+        if self.known is None:
+            self._spreads(rng)
         if self.agree.any():
             self._kinds(rng)
 
@@ -162,9 +188,9 @@ class _Chain:
         if adapt:
             self.step["global"] = step * np.exp(_ADAPT_RATE * (accepted - _TARGET_ACCEPTANCE))
 
-    def _families_and_spreads(self, rng: np.random.Generator) -> None:
-        """The family means given their templates' effects (Gaussian), then every spread (inverse
-        gamma), each from the templates that read the rows."""
+    def _families(self, rng: np.random.Generator) -> None:
+        """The family means given their templates' effects (Gaussian), from the templates that read
+        the rows."""
         reads = (self.kind == 0) * 1.0
         count = np.bincount(self.family, reads, len(self.family_size))
         precision = count / self.variance["theta"] + 1.0 / self.variance["family_theta"]
@@ -176,6 +202,9 @@ class _Chain:
                          axis=1)
         self.family_bias = (total / self.variance["bias"] / precision[:, None]
                             + rng.standard_normal(self.family_bias.shape) / np.sqrt(precision)[:, None])
+
+    def _spreads(self, rng: np.random.Generator) -> None:
+        """Every spread given the effects it spreads (inverse gamma), from the templates that read the rows."""
         model = self.kind == 0
         self.variance["theta"] = draw_variance(rng, (self.theta - self.family_theta[self.family])[model])
         self.variance["bias"] = draw_variance(rng, (self.bias - self.family_bias[self.family])[model])
@@ -187,8 +216,11 @@ class _Chain:
         """Each template's kind given its effects (`budget_draws.draw_kinds`), by the model's
         likelihood of its cells' choices at them."""
         log_likelihood = np.bincount(self.template, self.cell_log_likelihood, self.templates)
-        self.kind, self.independent_share, self.pattern_weights = draw_kinds(
-            log_likelihood, self.agree, self.independent_share, self.pattern_weights, rng)
+        kind, share, weights = draw_kinds(log_likelihood, self.agree, self.independent_share, self.pattern_weights,
+                                          rng)
+        self.kind = kind
+        if self.known is None:
+            self.independent_share, self.pattern_weights = share, weights
 
     def right(self, gold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(templates x rows): every cell's drawn judgement, 1 where its drawn choice is the gold
@@ -202,12 +234,34 @@ class _Chain:
         return ((choice == gold[None]) | (kind == self.options + 1)) * 1.0
 
 
-def score_draws(matrix: CellMatrix, draws: int, rng: np.random.Generator, burn_in: int = BURN_IN) -> np.ndarray:
+def fit_prior(matrix: CellMatrix, rng: np.random.Generator, sweeps: int = 500,
+              burn_in: int = BURN_IN) -> KnownPrior:
+    """The posterior means of the model's hyperparameters over `sweeps` kept sweeps: on a full run,
+    a prior to draw worlds of its kind from."""
+    chain = _Chain(matrix, matrix.options)
+    variance = dict.fromkeys(chain.variance, 0.0)
+    mu, lean, share, weights = 0.0, np.zeros_like(chain.lean), 0.0, np.zeros_like(chain.pattern_weights)
+    for sweep in range(burn_in + sweeps):
+        chain.sweep(rng, adapt=sweep < burn_in)
+        if sweep >= burn_in:
+            variance = {key: value + chain.variance[key] / sweeps for key, value in variance.items()}
+            mu, lean = mu + chain.mu / sweeps, lean + chain.lean / sweeps
+            share, weights = share + chain.independent_share / sweeps, weights + chain.pattern_weights / sweeps
+    if not chain.agree.any():
+        # No template's cells agree with a pattern, so every kind is the model's and the chain leaves
+        # the share unsampled: its mean given that, Beta(1, 1 + templates)'s, and the weights' prior.
+        share, weights = 1.0 / (chain.templates + 2), np.full(len(weights), 1.0 / len(weights))
+    return KnownPrior(variance, mu, lean, share, weights)
+
+
+def score_draws(matrix: CellMatrix, draws: int, rng: np.random.Generator, burn_in: int = BURN_IN,
+                known: KnownPrior | None = None) -> np.ndarray:
     """(draws x templates): posterior draws of each template's full-run score, its mean over every
-    row with the computed cells as observed (see the module docstring). The matrix must hold the
-    computed cells' choices (`CellMatrix.choices`) and one judgement a cell."""
+    row with the computed cells as observed (see the module docstring), under the model's priors or,
+    given `known`, with its hyperparameters fixed there. The matrix must hold the computed cells'
+    choices (`CellMatrix.choices`) and one judgement a cell."""
     options = matrix.options
-    chain = _Chain(matrix, options)
+    chain = _Chain(matrix, options, known)
     gold = matrix.row_classes
     unknown = gold < 0
     shares = np.bincount(gold[~unknown], minlength=options) / max(int((~unknown).sum()), 1)
@@ -220,3 +274,31 @@ def score_draws(matrix: CellMatrix, draws: int, rng: np.random.Generator, burn_i
         out[sweep - burn_in] = np.where(matrix.computed, values,
                                         chain.right(draw_classes(gold, shares, rng), rng)).mean(axis=1)
     return out
+
+
+def draw_world(matrix: CellMatrix, prior: KnownPrior, rng: np.random.Generator) -> CellMatrix:
+    """A full matrix of `matrix`'s templates, families and rows drawn from the model at `prior`, its
+    gold options at the shares of `matrix`'s: the story the sampler's posterior inverts, to measure
+    an estimator on worlds whose truth is known."""
+    templates, rows, options = len(matrix.templates), len(matrix.rows), matrix.options
+    family = families(matrix.templates, matrix.tags)
+    count, width, spread = int(family.max()) + 1, options - 1, {k: np.sqrt(v) for k, v in prior.variance.items()}
+    family_theta = rng.normal(0.0, spread["family_theta"], count)
+    family_bias = rng.normal(0.0, spread["family_bias"], (count, width))
+    theta = family_theta[family] + rng.normal(0.0, spread["theta"], templates)
+    bias = family_bias[family] + rng.normal(0.0, spread["bias"], (templates, width))
+    pull = rng.normal(0.0, spread["pull"], (rows, width))
+    known = matrix.row_classes[matrix.row_classes >= 0]
+    gold = draw_classes(np.full(rows, -1), np.bincount(known, minlength=options) / max(len(known), 1), rng)
+    logits = (bias[:, None, :] + pull[None] + prior.lean) @ contrasts(options).T
+    logits[:, np.arange(rows), gold] += (prior.mu + theta)[:, None]
+    cumulative = np.cumsum(np.exp(log_softmax(logits, axis=2)), axis=2)
+    choice = np.minimum((cumulative < rng.random((templates, rows, 1))).sum(axis=2), options - 1)
+    # A row-independent format always answers option k, or (the last pattern) always right.
+    independent = rng.random(templates) < prior.share
+    pattern = np.minimum(np.searchsorted(np.cumsum(prior.weights), rng.random(templates)), options)
+    fixed = np.where(pattern[:, None] < options, pattern[:, None], gold[None])
+    choice = np.where(independent[:, None], fixed, choice)
+    ones = np.ones((templates, rows))
+    return CellMatrix(matrix.task, matrix.shots, matrix.metric, matrix.templates, matrix.rows, matrix.tags,
+                      (choice == gold[None]) * 1.0, ones, ones.astype(bool), gold, choice, options)
