@@ -122,6 +122,14 @@ def measure(matrix: CellMatrix, budget: float, seed: int, covariates: bool, resa
     }
 
 
+def emit(lines: list[str], out: Path | None) -> None:
+    """The markdown table to stdout and, given `out`, to that file, to paste into bench/RESULTS.md."""
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if out:
+        out.write_text(text, encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="full run directories")
@@ -182,10 +190,7 @@ def main() -> None:
                 f"{np.mean(pooled['quantile_cover']):.0%} | {floor:.1f} | {med['seconds']:.2f} |")
     lines += ["", f"Wall time: {time.perf_counter() - started:.0f} s; "
                   f"CPU time: {time.process_time() - cpu_started:.0f} s."]
-    text = "\n".join(lines) + "\n"
-    sys.stdout.write(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
