@@ -8,7 +8,8 @@ is fitted to every cell, and its hyperparameters (spreads, global reading and le
 row-independent formats and their patterns) are fixed at their posterior means. Worlds are then
 drawn from that prior, with the run's formats, families, rows and gold-option shares: new family and
 format effects, row pulls, gold options, kinds, and every cell's choice. Each world is budgeted with
-the balanced design (design seed = the world's index), and two estimates are made from its cells:
+the balanced design (`--design adaptive`: the adaptive one, as in `bench_budget.py`; design seed =
+the world's index), and two estimates are made from its cells:
 
 - best possible: the exact posterior under the prior the world was drawn from, each quantile its
   posterior median. On such worlds no estimator whatever, given the same cells, has a smaller
@@ -18,8 +19,10 @@ the balanced design (design seed = the world's index), and two estimates are mad
 
 Columns: the mean over worlds of each quantile's absolute error (5/25/50/75/95, points), the worst
 of the five with its standard error, and the worst of the medians over worlds, which is how
-`bench_budget.py` summarizes its design seeds. The bound holds for designs fixed before any cell is
-computed; it says nothing of the real runs' own formats beyond their fitted model.
+`bench_budget.py` summarizes its design seeds. The bound is for the design's cells: another design
+could do better. The adaptive design's choice of cells depends on computed cells only, so the
+posterior is exact for it as well. It says nothing of the real runs' formats beyond their fitted
+model.
 
     .venv/bin/python bench/bench_budget_bound.py RUN_DIR [RUN_DIR ...] --worlds 100
 """
@@ -43,11 +46,11 @@ from harness.analysis.budget_choices import KnownPrior, draw_world, fit_prior, s
 from harness.analysis.budget_matrix import CellMatrix  # noqa: E402
 
 
-def world_errors(world: CellMatrix, prior: KnownPrior, budget: float, seed: int, draws: int,
+def world_errors(world: CellMatrix, prior: KnownPrior, budget: float, seed: int, design: str, draws: int,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(best possible, shipped): each quantile's absolute error, in points, at this world's budget."""
     truth = score_summary(world.sums.mean(axis=1))[QUANTILE_COLUMNS]
-    subset = world.subset(budget_cells(world, budget, seed, "balanced"))
+    subset = world.subset(budget_cells(world, budget, seed, design))
     posterior = score_draws(subset, draws, rng, known=prior)
     best = np.median(score_summary(posterior)[:, QUANTILE_COLUMNS], axis=0)
     shipped = estimate_budget(subset, seed=seed, resamples=20, estimator="choices")
@@ -68,6 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="full run directories of choice tasks")
     parser.add_argument("--budgets", default="0.1")
+    parser.add_argument("--design", choices=("balanced", "adaptive"), default="balanced",
+                        help="which cells a world's budget computes, as in bench_budget.py")
     parser.add_argument("--worlds", type=int, default=100, help="worlds drawn per (task, shots) and budget")
     parser.add_argument("--draws", type=int, default=400, help="kept sweeps of the known-prior posterior")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fit and the worlds")
@@ -76,7 +81,7 @@ def main() -> None:
     budgets = [float(b) for b in args.budgets.split(",")]
     quantiles = " | ".join(f"q{round(100 * q):02d}" for q in QUANTILES)
     lines = [f"Command: `.venv/bin/python bench/bench_budget_bound.py {' '.join(sys.argv[1:])}`", "",
-             f"{args.worlds} worlds per (task, shots) and budget, balanced design; errors in points (0-100), "
+             f"{args.worlds} worlds per (task, shots) and budget, {args.design} design; errors in points (0-100), "
              "mean over worlds, then the worst quantile's mean ± its standard error, and the worst quantile's "
              "median over worlds.", "",
              f"| run | task | formats x rows | budget | cells / format | estimate | {quantiles} | "
@@ -95,7 +100,7 @@ def main() -> None:
                 best, shipped = [], []
                 for world_index in range(args.worlds):
                     world = draw_world(matrix, prior, rng)
-                    errors = world_errors(world, prior, budget, world_index, args.draws, rng)
+                    errors = world_errors(world, prior, budget, world_index, args.design, args.draws, rng)
                     best.append(errors[0])
                     shipped.append(errors[1])
                 cells = len(budget_cells(matrix, budget, 0, "balanced")) / len(matrix.templates)
