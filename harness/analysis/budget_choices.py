@@ -225,13 +225,21 @@ class _Chain:
     def right(self, gold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(templates x rows): every cell's drawn judgement, 1 where its drawn choice is the gold
         option of these rows."""
-        logits = (self.bias[:, None, :] + self.pull[None] + self.lean) @ self.basis.T
-        logits[:, np.arange(self.rows), gold] += (self.mu + self.theta)[:, None]
-        cumulative = np.cumsum(np.exp(log_softmax(logits, axis=2)), axis=2)
-        choice = np.minimum((cumulative < rng.random((self.templates, self.rows, 1))).sum(axis=2), self.options - 1)
+        choice = draw_choices(self.bias, self.pull, self.lean, self.mu + self.theta, gold, rng)
         kind = self.kind[:, None]
         choice = np.where((kind > 0) & (kind <= self.options), kind - 1, choice)
         return ((choice == gold[None]) | (kind == self.options + 1)) * 1.0
+
+
+def draw_choices(bias: np.ndarray, pull: np.ndarray, lean: np.ndarray, reading: np.ndarray, gold: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """(templates x rows): each cell's option drawn at the model's probabilities, given every
+    template's bias and reading (mu + theta_t), every row's pull and gold option, and the lean."""
+    options = bias.shape[1] + 1
+    logits = (bias[:, None, :] + pull[None] + lean) @ contrasts(options).T
+    logits[:, np.arange(len(gold)), gold] += reading[:, None]
+    cumulative = np.cumsum(np.exp(log_softmax(logits, axis=2)), axis=2)
+    return np.minimum((cumulative < rng.random(cumulative.shape[:2] + (1,))).sum(axis=2), options - 1)
 
 
 def fit_prior(matrix: CellMatrix, rng: np.random.Generator, sweeps: int = 500,
@@ -290,10 +298,7 @@ def draw_world(matrix: CellMatrix, prior: KnownPrior, rng: np.random.Generator) 
     pull = rng.normal(0.0, spread["pull"], (rows, width))
     known = matrix.row_classes[matrix.row_classes >= 0]
     gold = draw_classes(np.full(rows, -1), np.bincount(known, minlength=options) / max(len(known), 1), rng)
-    logits = (bias[:, None, :] + pull[None] + prior.lean) @ contrasts(options).T
-    logits[:, np.arange(rows), gold] += (prior.mu + theta)[:, None]
-    cumulative = np.cumsum(np.exp(log_softmax(logits, axis=2)), axis=2)
-    choice = np.minimum((cumulative < rng.random((templates, rows, 1))).sum(axis=2), options - 1)
+    choice = draw_choices(bias, pull, prior.lean, prior.mu + theta, gold, rng)
     # A row-independent format always answers option k, or (the last pattern) always right.
     independent = rng.random(templates) < prior.share
     pattern = np.minimum(np.searchsorted(np.cumsum(prior.weights), rng.random(templates)), options)
